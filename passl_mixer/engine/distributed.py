@@ -1,0 +1,49 @@
+"""Data-parallel helpers over Paddle's collective API (NCCL on GPU, gloo on CPU).
+
+Launch with ``python -m paddle.distributed.launch --nproc_per_node N tools/train.py ...``: the
+launcher sets the environment this module reads. A plain ``python tools/train.py`` is rank 0
+of a world of one, and every helper here is then a no-op.
+"""
+from __future__ import annotations
+
+import os
+
+import paddle
+import paddle.distributed as dist
+
+
+def world_size() -> int:
+    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+_initialised = False
+
+
+def init() -> None:
+    """Initialise the process group once when launched with more than one process."""
+    global _initialised
+    if world_size() > 1 and not _initialised:
+        dist.init_parallel_env()
+        _initialised = True
+
+
+def all_reduce_sum(values):
+    """Sum a list of floats over all ranks (returns the list unchanged in one process)."""
+    if world_size() == 1:
+        return list(values)
+    t = paddle.to_tensor([float(v) for v in values], dtype="float64")
+    dist.all_reduce(t)
+    return t.numpy().tolist()
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()

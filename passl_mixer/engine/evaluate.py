@@ -1,0 +1,50 @@
+"""Top-1/top-5 evaluation, exact across any number of processes."""
+from __future__ import annotations
+
+import time
+from typing import Dict
+
+import paddle
+import paddle.nn.functional as F
+
+from . import distributed as dist
+from .logger import ProgressBar
+
+
+@paddle.no_grad()
+def evaluate(model: paddle.nn.Layer, loader, topk=(1, 5), desc: str = "eval") -> Dict[str, float]:
+    """Loss, top-1 and top-5 (percent) of ``model`` over ``loader``'s whole dataset.
+
+    Each rank scores its share; padding rows (``loader.num_valid``) are dropped and the sums
+    are all-reduced, so every sample counts exactly once and the result is the same for one or
+    several processes.
+    """
+    was_training = model.training
+    model.eval()
+    sums = {"loss": 0.0, "count": 0.0, **{f"top{k}": 0.0 for k in topk}}
+    bar = ProgressBar(len(loader), desc=desc)
+    start = time.time()
+    for k, (images, labels) in enumerate(loader):
+        n = loader.num_valid(k)
+        if n == 0:
+            continue
+        logits = model(images)[:n].astype("float32")
+        labels = labels[:n].reshape([-1]).astype("int64")
+        sums["loss"] += float(F.cross_entropy(logits, labels, reduction="sum"))
+        maxk = min(max(topk), logits.shape[-1])
+        pred = paddle.topk(logits, maxk, axis=-1)[1]
+        hit = (pred == labels.unsqueeze(1)).astype("float32")
+        for t in topk:
+            sums[f"top{t}"] += float(hit[:, :min(t, maxk)].sum())
+        sums["count"] += n
+        bar.update(k + 1)
+    bar.close()
+    keys = list(sums)
+    totals = dict(zip(keys, dist.all_reduce_sum([sums[k] for k in keys])))
+    count = max(totals["count"], 1.0)
+    if was_training:
+        model.train()
+    out = {"loss": totals["loss"] / count, "num_samples": int(totals["count"]),
+           "seconds": time.time() - start}
+    out.update({f"top{t}": 100.0 * totals[f"top{t}"] / count for t in topk})
+    return out

@@ -1,0 +1,33 @@
+"""Errors that carry a message meant for the user.
+
+Tools catch :class:`PasslMixerError` and print its message as one paragraph instead of a
+traceback, so raise one of these (with the offending key, file or shape and what was
+expected) whenever the cause is the user's input rather than a bug in this package.
+"""
+
+
+class PasslMixerError(Exception):
+    """Base class: a problem in the user's input, explained in the message."""
+
+
+class ConfigError(PasslMixerError, ValueError):
+    """A config file, override or registry build argument is wrong."""
+
+
+class RegistryError(ConfigError, KeyError):
+    """A registry name is unknown or registered twice."""
+
+    def __str__(self):  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(PasslMixerError, ValueError):
+    """A dataset root, list file or image is missing or unusable."""
+
+
+class ShapeError(PasslMixerError, ValueError):
+    """An input or parameter has a shape other than the one expected."""
+
+
+class CheckpointError(PasslMixerError, ValueError):
+    """A checkpoint or weights file cannot be read or does not fit the model."""

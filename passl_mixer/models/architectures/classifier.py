@@ -1,0 +1,44 @@
+"""ImageClassifier: backbone -> (optional neck) -> head.
+
+Contract:
+  * inference: ``model(images)`` -> logits [B, num_classes]; exported models use this.
+  * training:  ``model(images, target)`` -> dict with ``loss`` (scalar to backpropagate) and
+    metrics (``acc1``, ``acc5``, percent, over the batch). ``target`` is int64 labels [B] or
+    soft targets [B, num_classes] (Mixup/CutMix). Passing the target through ``forward`` keeps
+    the call inside ``paddle.DataParallel``'s forward, which data-parallel training needs.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import paddle.nn as nn
+
+from ...registry import MODELS, build_backbone, build_head, build_neck
+
+
+@MODELS.register()
+class ImageClassifier(nn.Layer):
+    def __init__(self, backbone: Dict, head: Dict, neck: Optional[Dict] = None,
+                 pretrained: Optional[Dict] = None):
+        super().__init__()
+        self.backbone = build_backbone(backbone)
+        self.neck = build_neck(neck)
+        self.head = build_head(head)
+        self.pretrained = pretrained  # applied by passl_mixer.checkpoints.load_pretrained
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def extract_features(self, images):
+        feats = self.backbone(images)
+        return self.neck(feats) if self.neck is not None else feats
+
+    def forward(self, images, target=None):
+        logits = self.head(self.extract_features(images))
+        if target is None:
+            return logits
+        return self.head.loss(logits, target)
+
+    def reset_classifier(self, num_classes: int):
+        self.head.reset(num_classes)

@@ -1,0 +1,120 @@
+"""Optimisers and per-iteration learning-rate schedules, built from the YAML sections
+
+    optimizer:    {name: AdamW, lr: 0.001, weight_decay: 0.1, betas: [0.9, 0.999], grad_clip: 1.0}
+    lr_scheduler: {name: Cosine, warmup_epochs: 5, min_lr: 1.0e-6}
+
+``lr`` in the optimizer section is the peak learning rate; the schedule scales it per step.
+Weight decay is never applied to biases and normalisation weights (every parameter with fewer
+than two dimensions). ``grad_clip`` clips the global gradient norm before each update.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import paddle
+import paddle.nn as nn
+
+from .errors import ConfigError
+from .registry import LR_SCHEDULERS, OPTIMIZERS
+
+
+def split_decay(model: nn.Layer, skip: Sequence[str] = ()):
+    """(decayed, not decayed) trainable parameters: biases, norms and ``skip`` names are not."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.stop_gradient:
+            continue
+        if p.ndim <= 1 or any(s in name for s in skip):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return decay, no_decay
+
+
+def _clip(grad_clip: Optional[float]):
+    return nn.ClipGradByGlobalNorm(float(grad_clip)) if grad_clip else None
+
+
+@OPTIMIZERS.register(name="AdamW")
+def build_adamw(model: nn.Layer, lr, lr_scheduler=None, weight_decay: float = 0.05,
+                betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                grad_clip: Optional[float] = None, no_weight_decay: Sequence[str] = ()):
+    """AdamW with decoupled weight decay, skipping biases, norms and ``no_weight_decay`` names."""
+    decay, _ = split_decay(model, no_weight_decay)
+    decay_names = {p.name for p in decay}
+    return paddle.optimizer.AdamW(
+        learning_rate=lr_scheduler if lr_scheduler is not None else lr,
+        parameters=[p for p in model.parameters() if not p.stop_gradient],
+        beta1=betas[0], beta2=betas[1], epsilon=eps, weight_decay=weight_decay,
+        apply_decay_param_fun=lambda name: name in decay_names, grad_clip=_clip(grad_clip))
+
+
+@OPTIMIZERS.register(name="SGD")
+def build_sgd(model: nn.Layer, lr, lr_scheduler=None, momentum: float = 0.9,
+              weight_decay: float = 0.0, nesterov: bool = False,
+              grad_clip: Optional[float] = None, no_weight_decay: Sequence[str] = ()):
+    """SGD with momentum; L2 weight decay (if any) skips biases, norms and ``no_weight_decay``."""
+    decay, no_decay = split_decay(model, no_weight_decay)
+    groups: List[Dict] = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return paddle.optimizer.Momentum(
+        learning_rate=lr_scheduler if lr_scheduler is not None else lr, momentum=momentum,
+        parameters=groups, use_nesterov=nesterov, grad_clip=_clip(grad_clip))
+
+
+class WarmupDecay(paddle.optimizer.lr.LRScheduler):
+    """Linear warmup from ``warmup_start_lr`` to ``base_lr`` over ``warmup_steps`` iterations,
+    then cosine or linear decay to ``min_lr`` at ``total_steps``. Stepped once per update."""
+
+    def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0,
+                 decay: str = "cosine", min_lr: float = 0.0, warmup_start_lr: float = 0.0):
+        if decay not in ("cosine", "linear"):
+            raise ConfigError(f"lr decay must be 'cosine' or 'linear', got {decay!r}.")
+        if total_steps <= 0 or warmup_steps > total_steps:
+            raise ConfigError(f"lr schedule: need 0 <= warmup steps ({warmup_steps}) <= total "
+                              f"steps ({total_steps}), and total steps > 0.")
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.decay, self.min_lr, self.warmup_start_lr = decay, min_lr, warmup_start_lr
+        super().__init__(learning_rate=base_lr)
+
+    def get_lr(self):
+        step = self.last_epoch  # Paddle counts scheduler steps in last_epoch
+        if step < self.warmup_steps:
+            return self.warmup_start_lr + (self.base_lr - self.warmup_start_lr) * step / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        t = min(1.0, (step - self.warmup_steps) / span)
+        shape = 0.5 * (1.0 + math.cos(math.pi * t)) if self.decay == "cosine" else 1.0 - t
+        return self.min_lr + (self.base_lr - self.min_lr) * shape
+
+
+def _schedule(decay):
+    def build(base_lr: float, total_steps: int, steps_per_epoch: int,
+              warmup_epochs: float = 0.0, warmup_steps: Optional[int] = None,
+              min_lr: float = 0.0, warmup_start_lr: float = 0.0):
+        if warmup_steps is None:
+            warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+        return WarmupDecay(base_lr, total_steps, min(warmup_steps, total_steps), decay=decay,
+                           min_lr=min_lr, warmup_start_lr=warmup_start_lr)
+    build.__doc__ = f"Per-iteration warmup (in epochs or steps), then {decay} decay to min_lr."
+    return build
+
+
+LR_SCHEDULERS.register(_schedule("cosine"), name="Cosine")
+LR_SCHEDULERS.register(_schedule("linear"), name="Linear")
+
+
+def build_optimizer(opt_cfg: Dict, sched_cfg: Optional[Dict], model: nn.Layer,
+                    total_steps: int, steps_per_epoch: int, lr_scale: float = 1.0):
+    """Build (optimizer, lr_scheduler or None) for ``model`` from the two config sections."""
+    opt_cfg = dict(opt_cfg)
+    if "lr" not in opt_cfg:
+        raise ConfigError("optimizer: 'lr' (the peak learning rate) is required.")
+    lr = float(opt_cfg.pop("lr")) * lr_scale
+    scheduler = None
+    if sched_cfg:
+        scheduler = LR_SCHEDULERS.build(sched_cfg, base_lr=lr, total_steps=total_steps,
+                                        steps_per_epoch=steps_per_epoch)
+    optimizer = OPTIMIZERS.build(opt_cfg, model=model, lr=lr, lr_scheduler=scheduler)
+    return optimizer, scheduler
