@@ -8,7 +8,7 @@ if "OMP_NUM_THREADS" not in _os.environ:
     _procs = int(_os.environ.get("PADDLE_LOCAL_SIZE", "1") or 1)
     _os.environ["OMP_NUM_THREADS"] = str(max(1, (_os.cpu_count() or 1) // max(1, _procs)))
 _warnings.filterwarnings("ignore", message="No ccache found")
-from . import models  # noqa: F401  (fills the registries)
+from . import data, models  # noqa: F401  (fill the registries)
 from .config import load_config
 from .errors import (CheckpointError, ConfigError, DataError, PasslMixerError, RegistryError,
                      ShapeError)

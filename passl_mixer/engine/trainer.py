@@ -265,6 +265,10 @@ class Trainer:
         if self.ema:
             self.ema.update(self.model)
         self.global_step += 1
+        # architectures with momentum/target encoders (MoCo v3, BYOL) update them here
+        after_step = getattr(self.model, "after_train_step", None)
+        if after_step is not None:
+            after_step(self.global_step, self.total_steps)
 
     def _describe(self):
         m = self.model
@@ -313,7 +317,7 @@ class Trainer:
                 window["loss"] += loss
                 window["acc1"] += float(out.get("acc1", 0.0))
                 window["n"] += 1
-                window["images"] += images.shape[0] * self.world_size
+                window["images"] += labels.shape[0] * self.world_size
                 if micro == self.accum_steps:
                     micro = 0
                     self._optimizer_step()

@@ -1,0 +1,247 @@
+"""Image classification datasets: a class-folder tree and a PaddleClas list file.
+
+Both check their inputs in the constructor, so a wrong path fails before any model is built,
+and both return ``(float32 CHW array, int64 label)`` samples.
+
+Reproducible augmentation: ``__getitem__(idx)`` seeds ``numpy.random.default_rng([seed, epoch,
+idx])`` and hands it to the transforms, so a sample's augmentation depends only on (seed, epoch,
+index) -- not on the number of workers, processes, or the order samples are read in. Call
+``set_epoch`` before each epoch (the loader's ``set_epoch`` does it).
+
+Colors: every image becomes 8-bit RGB (see :func:`to_rgb`). Unreadable images are skipped, not
+fatal: a warning names the file, ``num_skipped`` counts it (in the process that read it; each
+DataLoader worker has its own count), and the next readable sample in index order is returned.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+from PIL import Image
+
+from ..errors import DataError
+from ..registry import DATASETS
+from .transforms import build_transforms, pil_to_chw
+
+logger = logging.getLogger("passl_mixer.data")
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff",
+                  ".webp", ".gif")
+# How many consecutive unreadable images __getitem__ steps over before giving up.
+MAX_READ_ATTEMPTS = 32
+_WHITE = (255, 255, 255)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL image to 8-bit RGB.
+
+    - 16-bit grayscale (``I;16*``) is scaled from 0..65535 to 0..255.
+    - 32-bit int / float grayscale (``I``, ``F``) has no standard range, so it is stretched
+      from its own min..max to 0..255 (a constant image becomes black).
+    - Images with transparency (RGBA, LA, PA, or a palette / color key with a transparent
+      entry) are composited onto a white background: the color under a fully transparent pixel
+      is arbitrary (often black), and white is what a viewer shows.
+    - Everything else (L, 1, P, CMYK, YCbCr, ...) goes through PIL's ``convert('RGB')``.
+    """
+    if img.mode.startswith("I;16"):
+        gray = np.asarray(img).astype(np.float32) / 257.0
+        return Image.fromarray(np.round(gray).astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        low, high = values.min(), values.max()
+        span = high - low if high > low else 1.0
+        return Image.fromarray(np.round((values - low) / span * 255).astype(np.uint8),
+                               "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, _WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open and fully decode ``path`` (so a truncated file fails here), as RGB."""
+    with Image.open(path) as img:
+        img.load()
+        return to_rgb(img)
+
+
+class _ImageDataset(paddle.io.Dataset):
+    """Shared sample loading: seeding, RGB conversion and skipping of unreadable files."""
+
+    def __init__(self, samples: List[Tuple[str, int]], transforms: Optional[List[Dict[str, Any]]],
+                 seed: int):
+        if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+            raise DataError(f"The dataset seed must be an int >= 0, got {seed!r}.")
+        self.samples = samples
+        self.transforms = build_transforms(transforms)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.num_skipped = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, idx: int):
+        """``(image, label)``; the image is float32 (3, H, W), the label an int64 scalar.
+
+        If the transforms end on a PIL image (e.g. ``transforms=None``), it is converted to a
+        float32 CHW array with the raw 0..255 values, so every sample has the same type.
+        """
+        rng = np.random.default_rng([self.seed, self.epoch, int(idx)])
+        img, label = self._load(int(idx))
+        img = self.transforms(img, rng)
+        if isinstance(img, Image.Image):
+            img = pil_to_chw(img)
+        return img, np.int64(label)
+
+    def _load(self, idx: int) -> Tuple[Image.Image, int]:
+        """Sample ``idx``, or the next readable one after it (wrapping around)."""
+        n = len(self.samples)
+        attempts = min(n, MAX_READ_ATTEMPTS)
+        for step in range(attempts):
+            path, label = self.samples[(idx + step) % n]
+            try:
+                return load_rgb(path), label
+            except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many exception types
+                self.num_skipped += 1
+                logger.warning("Skipping unreadable image %s (%s: %s)", path,
+                               type(exc).__name__, exc)
+        raise DataError(f"None of {attempts} consecutive images starting at "
+                        f"'{self.samples[idx][0]}' could be read (see the warnings above for "
+                        f"each file); check that the dataset files are intact.")
+
+
+@DATASETS.register()
+class ImageFolder(_ImageDataset):
+    """Images under ``root/<class>/`` (subfolders of a class folder included).
+
+    Classes are the sorted names of ``root``'s subfolders and labels their index, so the
+    train and val trees of ImageNet (``<wnid>/`` folders) get the same labels. Files are
+    matched on ``extensions`` case-insensitively; hidden files and folders are ignored.
+
+    Attributes: ``class_names`` (list of str), ``num_classes``, ``samples`` (list of
+    ``(path, label)``), ``seed``, ``epoch``, ``num_skipped``.
+    """
+
+    def __init__(self, root: str, transforms: Optional[List[Dict[str, Any]]] = None,
+                 extensions: Sequence[str] = IMG_EXTENSIONS, seed: int = 0):
+        root = os.fspath(root)
+        if not os.path.isdir(root):
+            raise DataError(f"ImageFolder root '{root}' does not exist or is not a folder; "
+                            f"expected a folder with one subfolder of images per class.")
+        exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+        self.root = root
+        self.class_names = sorted(entry.name for entry in os.scandir(root)
+                                  if entry.is_dir() and not entry.name.startswith("."))
+        self.num_classes = len(self.class_names)
+        if not self.class_names:
+            loose = [f for f in os.listdir(root) if f.lower().endswith(exts)]
+            found = f" It holds {len(loose)} images directly; move them into class folders." \
+                if loose else ""
+            raise DataError(f"ImageFolder root '{root}' has no class subfolders; expected "
+                            f"'{root}/<class>/<image>'.{found}")
+        samples = []
+        for label, name in enumerate(self.class_names):
+            for dirpath, dirnames, filenames in os.walk(os.path.join(root, name)):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                samples.extend((os.path.join(dirpath, f), label) for f in sorted(filenames)
+                               if not f.startswith(".") and f.lower().endswith(exts))
+        if not samples:
+            raise DataError(f"ImageFolder root '{root}' has {self.num_classes} class folders but "
+                            f"no images with the extensions {', '.join(exts)}.")
+        counts = np.bincount([label for _, label in samples], minlength=self.num_classes)
+        empty = [self.class_names[i] for i in np.flatnonzero(counts == 0)]
+        if empty:
+            logger.warning("ImageFolder '%s': %d class folder(s) hold no images (they keep their "
+                           "label): %s", root, len(empty), ", ".join(empty[:10]))
+        super().__init__(samples, transforms, seed)
+
+
+@DATASETS.register()
+class ImageList(_ImageDataset):
+    """Images listed in a PaddleClas list file: one ``relative/path label`` per line.
+
+    Paths are relative to ``root``; the label is the last whitespace-separated field, so
+    paths may contain spaces. Blank lines and lines starting with ``#`` are ignored. Every
+    listed file is checked here, once.
+
+    ``class_names_file`` (optional) holds one class name per line, line i naming label i.
+    ``class_names`` is that list, or None without the file; ``num_classes`` is its length, or
+    the largest label + 1.
+    """
+
+    def __init__(self, root: str, list_file: str,
+                 transforms: Optional[List[Dict[str, Any]]] = None, seed: int = 0,
+                 class_names_file: Optional[str] = None):
+        root, list_file = os.fspath(root), os.fspath(list_file)
+        if not os.path.isdir(root):
+            raise DataError(f"ImageList root '{root}' does not exist or is not a folder; it "
+                            f"should be the folder the paths in '{list_file}' are relative to.")
+        if not os.path.isfile(list_file):
+            raise DataError(f"ImageList list file '{list_file}' does not exist; expected a text "
+                            f"file with one 'relative/path label' line per image.")
+        self.root = root
+        self.list_file = list_file
+        samples, missing = self._read_list(root, list_file)
+        if missing:
+            shown = "; ".join(f"line {n}: '{p}'" for n, p in missing[:5])
+            raise DataError(f"{len(missing)} of the {len(samples)} entries in list file "
+                            f"'{list_file}' point to no file under root '{root}' ({shown}"
+                            f"{'; ...' if len(missing) > 5 else ''}). Check that root is the "
+                            f"folder the listed paths are relative to.")
+        if not samples:
+            raise DataError(f"List file '{list_file}' lists no images (it is empty or only "
+                            f"has blank and comment lines).")
+        max_label = max(label for _, label in samples)
+        self.class_names = self._read_class_names(class_names_file, max_label)
+        self.num_classes = len(self.class_names) if self.class_names else max_label + 1
+        super().__init__(samples, transforms, seed)
+
+    @staticmethod
+    def _read_list(root: str, list_file: str):
+        """(samples, missing): all entries, and (line number, path) of those with no file."""
+        samples, missing = [], []
+        with open(list_file, "r", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                fields = text.rsplit(None, 1)
+                if len(fields) != 2:
+                    raise DataError(f"{list_file}:{lineno}: expected 'relative/path label', "
+                                    f"got {text!r}.")
+                rel_path, label_text = fields
+                try:
+                    label = int(label_text)
+                except ValueError:
+                    label = None
+                if label is None or label < 0:
+                    raise DataError(f"{list_file}:{lineno}: the label {label_text!r} is not an "
+                                    f"integer >= 0 (line: {text!r}).")
+                path = os.path.join(root, rel_path)
+                if not os.path.isfile(path):
+                    missing.append((lineno, rel_path))
+                samples.append((path, label))
+        return samples, missing
+
+    @staticmethod
+    def _read_class_names(path: Optional[str], max_label: int) -> Optional[List[str]]:
+        if path is None:
+            return None
+        if not os.path.isfile(path):
+            raise DataError(f"ImageList class_names_file '{path}' does not exist.")
+        with open(path, "r", encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+        if len(names) <= max_label:
+            raise DataError(f"class_names_file '{path}' names {len(names)} classes, but the list "
+                            f"file uses label {max_label}; expected one name per line for labels "
+                            f"0..{max_label} at least.")
+        return names

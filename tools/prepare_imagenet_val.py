@@ -1,0 +1,221 @@
+"""Arrange the ILSVRC2012 validation images by class, using the devkit's labels.
+
+    python tools/prepare_imagenet_val.py --val-dir ILSVRC2012_img_val \\
+        --devkit ILSVRC2012_devkit_t12.tar.gz --output data/ILSVRC2012/val \\
+        [--layout folders|list] [--link symlink|copy|move]
+
+The devkit's ``data/ILSVRC2012_validation_ground_truth.txt`` gives, line i, the ILSVRC2012_ID
+(1..1000) of ``ILSVRC2012_val_{i:08d}.JPEG``; ``data/meta.mat`` maps those IDs to WordNet IDs.
+The ID order is *not* the sorted-WNID order that ``ImageFolder`` gives the ``train/<wnid>/``
+folders, so labels are re-indexed here to the sorted-WNID order.
+
+--layout folders (default): ``OUTPUT/<wnid>/ILSVRC2012_val_*.JPEG`` (a folder for every class,
+    even one without images), for ``ImageFolder(root=OUTPUT)``.
+--layout list: the images flat in ``OUTPUT/`` plus ``OUTPUT/val_list.txt`` (PaddleClas format,
+    ``ILSVRC2012_val_00000001.JPEG 65``) and ``OUTPUT/class_names.txt`` (the sorted WNIDs, line
+    i = label i), for ``ImageList(root=OUTPUT, list_file=OUTPUT/val_list.txt)``. With OUTPUT
+    the same folder as --val-dir only the two text files are written.
+--link: symlink (default; absolute links to --val-dir), copy, or move the images.
+
+--devkit is the devkit folder (``ILSVRC2012_devkit_t12``) or its ``.tar.gz``. Reading meta.mat
+needs scipy (``pip install scipy``). Safe to re-run or resume: images already in place are
+skipped, every file appears under its final name only when complete, and nothing is changed
+until all inputs have been checked.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import fnmatch
+import io
+import os
+import shutil
+import sys
+import tarfile
+from typing import Dict, List, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from passl_mixer.errors import DataError, PasslMixerError  # noqa: E402
+
+GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
+META = "data/meta.mat"
+IMAGE_NAME = "ILSVRC2012_val_{:08d}.JPEG"
+IMAGE_PATTERN = "ILSVRC2012_val_*.JPEG"
+LIST_FILE = "val_list.txt"
+CLASS_NAMES_FILE = "class_names.txt"
+
+
+def read_devkit(devkit: str) -> Tuple[io.BytesIO, str]:
+    """(meta.mat as a file object, ground-truth text) from a devkit folder or tarball."""
+    wanted = (META, GROUND_TRUTH)
+    if os.path.isdir(devkit):
+        found = {}
+        for rel in wanted:
+            # Accept the devkit folder or its data/ subfolder.
+            candidates = (os.path.join(devkit, rel), os.path.join(devkit, os.path.basename(rel)))
+            for candidate in candidates:
+                if os.path.isfile(candidate):
+                    with open(candidate, "rb") as f:
+                        found[rel] = f.read()
+                    break
+    elif os.path.isfile(devkit) and tarfile.is_tarfile(devkit):
+        found = {}
+        with tarfile.open(devkit) as tar:
+            for member in tar.getmembers():
+                for rel in wanted:
+                    if member.isfile() and (member.name == rel or member.name.endswith("/" + rel)):
+                        found[rel] = tar.extractfile(member).read()
+    else:
+        raise DataError(f"--devkit '{devkit}' is neither a folder nor a tar archive; expected the "
+                        f"ILSVRC2012_devkit_t12 folder or ILSVRC2012_devkit_t12.tar.gz.")
+    missing = [rel for rel in wanted if rel not in found]
+    if missing:
+        raise DataError(f"The devkit '{devkit}' lacks {', '.join(missing)}; expected the "
+                        f"ILSVRC2012 (t12) devkit, which has both.")
+    return io.BytesIO(found[META]), found[GROUND_TRUTH].decode("ascii", errors="replace")
+
+
+def load_id_to_wnid(meta_file, source: str) -> Dict[int, str]:
+    """ILSVRC2012_ID -> WNID for the leaf synsets (the classes) in meta.mat."""
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise DataError("Reading the devkit's data/meta.mat needs scipy, which is not "
+                        "installed: pip install scipy") from None
+    try:
+        synsets = loadmat(meta_file, squeeze_me=True)["synsets"]
+        synsets = synsets.reshape(-1)
+        leaves = synsets[synsets["num_children"] == 0]
+        return {int(i): str(w) for i, w in zip(leaves["ILSVRC2012_ID"], leaves["WNID"])}
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{source} is not a devkit meta.mat with a 'synsets' struct (fields "
+                        f"ILSVRC2012_ID, WNID, num_children): {exc}") from None
+
+
+def parse_ground_truth(text: str, id_to_wnid: Dict[int, str]) -> List[str]:
+    """The WNID of each validation image, in image order."""
+    wnids = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            wnids.append(id_to_wnid[int(line)])
+        except (ValueError, KeyError):
+            raise DataError(f"{GROUND_TRUTH}:{lineno}: {line.strip()!r} is not the "
+                            f"ILSVRC2012_ID of a class in {META} (expected 1.."
+                            f"{len(id_to_wnid)}).") from None
+    if not wnids:
+        raise DataError(f"The devkit's {GROUND_TRUTH} is empty.")
+    return wnids
+
+
+def plan(val_dir: str, output: str, layout: str, wnids: List[str]) -> List[Tuple[str, str]]:
+    """(source, destination) for every image; checks first that each one can be placed."""
+    names = [IMAGE_NAME.format(i + 1) for i in range(len(wnids))]
+    jobs = [(os.path.join(val_dir, name),
+             os.path.join(output, wnid, name) if layout == "folders" else
+             os.path.join(output, name)) for name, wnid in zip(names, wnids)]
+    in_val_dir = set(fnmatch.filter(os.listdir(val_dir), IMAGE_PATTERN))
+    extra = sorted(in_val_dir - set(names))
+    if extra:
+        raise DataError(f"--val-dir '{val_dir}' has {len(extra)} images the devkit's ground truth "
+                        f"(listing {len(names)}) does not, e.g. {', '.join(extra[:3])}. Is the "
+                        f"devkit the ILSVRC2012 one that matches these images?")
+    missing = [os.path.basename(src) for src, dst in jobs
+               if os.path.basename(src) not in in_val_dir and not os.path.exists(dst)]
+    if missing:
+        raise DataError(f"The devkit's ground truth lists {len(names)} validation images, but "
+                        f"{len(missing)} of them are neither in --val-dir '{val_dir}' (which has "
+                        f"{len(in_val_dir)}) nor already in --output '{output}', e.g. "
+                        f"{', '.join(missing[:3])}.")
+    return jobs
+
+
+def place(src: str, dst: str, link: str) -> bool:
+    """Put ``src`` at ``dst``; False if ``dst`` already exists (done by an earlier run)."""
+    if os.path.exists(dst):
+        return False
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    tmp = dst + ".tmp"  # not an image extension, so a leftover is never read as a sample
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    if link == "move":
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.copyfile(src, tmp)  # another filesystem: copy, then remove the source
+            os.replace(tmp, dst)
+            os.remove(src)
+        return True
+    if link == "symlink":
+        os.symlink(os.path.abspath(src), tmp)
+    else:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)  # also replaces a broken symlink left at dst
+    return True
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def prepare(val_dir: str, devkit: str, output: str, layout: str = "folders",
+            link: str = "symlink") -> Dict[str, int]:
+    """Do the work; returns counts: images, placed (now), skipped (already there), classes."""
+    if not os.path.isdir(val_dir):
+        raise DataError(f"--val-dir '{val_dir}' is not a folder; expected the folder of the "
+                        f"50,000 ILSVRC2012_val_*.JPEG images.")
+    meta_file, ground_truth = read_devkit(devkit)
+    id_to_wnid = load_id_to_wnid(meta_file, f"{devkit}: {META}")
+    wnids = parse_ground_truth(ground_truth, id_to_wnid)
+    classes = sorted(id_to_wnid.values())
+    jobs = plan(val_dir, output, layout, wnids)
+
+    os.makedirs(output, exist_ok=True)
+    if layout == "folders":
+        for wnid in classes:  # every class gets a folder so labels match train/
+            os.makedirs(os.path.join(output, wnid), exist_ok=True)
+    placed = sum(place(src, dst, link) for src, dst in jobs)
+    if layout == "list":
+        label = {wnid: i for i, wnid in enumerate(classes)}
+        write_atomic(os.path.join(output, CLASS_NAMES_FILE), "".join(w + "\n" for w in classes))
+        write_atomic(os.path.join(output, LIST_FILE),
+                     "".join(f"{os.path.basename(dst)} {label[w]}\n"
+                             for (_, dst), w in zip(jobs, wnids)))
+    return dict(images=len(jobs), placed=placed, skipped=len(jobs) - placed,
+                classes=len(classes))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Arrange the ILSVRC2012 validation images by class (see the module doc).")
+    parser.add_argument("--val-dir", required=True,
+                        help="folder with the ILSVRC2012_val_*.JPEG images")
+    parser.add_argument("--devkit", required=True,
+                        help="ILSVRC2012_devkit_t12 folder or ILSVRC2012_devkit_t12.tar.gz")
+    parser.add_argument("--output", required=True, help="output folder (created if needed)")
+    parser.add_argument("--layout", choices=("folders", "list"), default="folders",
+                        help="folders: OUTPUT/<wnid>/*.JPEG; list: OUTPUT/val_list.txt "
+                             "(default: folders)")
+    parser.add_argument("--link", choices=("symlink", "copy", "move"), default="symlink",
+                        help="how images get into OUTPUT (default: symlink)")
+    args = parser.parse_args(argv)
+    try:
+        counts = prepare(args.val_dir, args.devkit, args.output, args.layout, args.link)
+    except PasslMixerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{counts['images']} validation images in {counts['classes']} classes: "
+          f"{counts['placed']} placed, {counts['skipped']} already in place, in {args.output} "
+          f"({args.layout} layout).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
