@@ -37,6 +37,20 @@ def write_text(path: str, text: str) -> None:
             f.write(text)
 
 
+def link_or_copy(src: str, dst: str) -> None:
+    """Make ``dst`` a hard link to ``src`` (no copy of the data), or a copy where the file
+    system has no hard links; either way ``dst`` appears complete or not at all."""
+    directory = os.path.dirname(os.path.abspath(dst))
+    tmp = os.path.join(directory, f".{os.path.basename(dst)}.{os.getpid()}.link.tmp")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        with atomic_path(dst) as copy_tmp:
+            shutil.copyfile(src, copy_tmp)
+        return
+    os.replace(tmp, dst)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str):
     """Yield a fresh temporary directory; on success it replaces the directory ``path``.

@@ -22,3 +22,93 @@ def tiny_backbone_cfg():
 def tiny_classifier_cfg():
     return dict(name="ImageClassifier", backbone=dict(TINY_BACKBONE),
                 head=dict(name="LinearClsHead", num_classes=10, in_channels=32))
+
+
+# -- tiny image data and training configs ---------------------------------------------------
+import subprocess  # noqa: E402
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+TINY_CLASSES = 4
+
+
+def make_image_folder(root, per_class_train=24, per_class_val=6, size=16, seed=0):
+    """Class-folder train/val sets of small RGB PNGs whose class is learnable (a colour and a
+    bar position per class, plus noise)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", per_class_train), ("val", per_class_val)):
+        for c in range(TINY_CLASSES):
+            d = os.path.join(root, split, f"class_{c}")
+            os.makedirs(d, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+                img[:, :, c % 3] += 120
+                img[c * size // TINY_CLASSES:(c + 1) * size // TINY_CLASSES, :, :] = 250
+                Image.fromarray(img).save(os.path.join(d, f"{i:03d}.png"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    return make_image_folder(str(tmp_path_factory.mktemp("tiny_data")))
+
+
+def tiny_train_config(data_root, output_dir, **train):
+    return {
+        "model": {"name": "ImageClassifier", "backbone": dict(TINY_BACKBONE),
+                  "head": {"name": "LinearClsHead", "num_classes": TINY_CLASSES, "in_channels": 32}},
+        "data": {
+            "train": {"dataset": {"name": "ImageFolder", "root": os.path.join(data_root, "train")},
+                      "transforms": [{"name": "RandomResizedCrop", "size": 16, "scale": [0.5, 1.0]},
+                                     {"name": "RandomHorizontalFlip"}, {"name": "Normalize"}],
+                      "batch_size": 16, "num_workers": 0},
+            "val": {"dataset": {"name": "ImageFolder", "root": os.path.join(data_root, "val")},
+                    "transforms": [{"name": "Resize", "size": 16}, {"name": "Normalize"}],
+                    "batch_size": 5, "num_workers": 0},
+        },
+        "optimizer": {"name": "AdamW", "lr": 0.003, "weight_decay": 0.05, "grad_clip": 1.0},
+        "lr_scheduler": {"name": "Cosine", "warmup_steps": 2},
+        "train": {"epochs": 2, "output_dir": output_dir, "log_interval": 2, "seed": 3, **train},
+    }
+
+
+def write_yaml(path, cfg):
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return str(path)
+
+
+def run_tool(args, cwd=None, env=None, launch_procs=0, timeout=300, check=True):
+    """Run a tools/*.py script (under paddle.distributed.launch when launch_procs > 0) with one
+    math thread per process, so results do not depend on thread scheduling."""
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+    cmd = [sys.executable]
+    if launch_procs:
+        cmd += ["-m", "paddle.distributed.launch", "--nproc_per_node", str(launch_procs)]
+    cmd += [os.path.join(ROOT, args[0])] + list(args[1:])
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        logs = ""
+        if launch_procs and cwd:
+            for name in sorted(os.listdir(os.path.join(cwd, "log"))) if os.path.isdir(
+                    os.path.join(cwd, "log")) else []:
+                with open(os.path.join(cwd, "log", name), errors="replace") as f:
+                    logs += f"\n--- log/{name}\n" + f.read()[-3000:]
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n"
+                             f"{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}{logs}")
+    return proc
+
+
+def final_weights(output_dir, name="latest.pdckpt"):
+    from passl_mixer.engine.checkpoint import load_weights
+    return load_weights(os.path.join(output_dir, "checkpoints", name))
+
+
+def max_weight_diff(a, b):
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)

@@ -127,9 +127,9 @@ def epoch_checkpoints(output_dir: str):
 
 
 def find_resume_checkpoint(output_dir: str) -> Optional[str]:
-    """The newest complete checkpoint in ``output_dir``: ``latest`` (rewritten after every
-    numbered save, so never older than them) if it reads, else the highest-numbered epoch file
-    that reads. Temp files of interrupted saves are never chosen."""
+    """The newest complete checkpoint in ``output_dir``: ``latest`` (written before the numbered
+    and best ones are linked to it, so never older than them) if it reads, else the
+    highest-numbered epoch file that reads. Temp files of interrupted saves are never chosen."""
     candidates = [os.path.join(checkpoint_dir(output_dir), f"latest{CKPT_EXT}")]
     candidates += [p for _, p in reversed(epoch_checkpoints(output_dir))]
     for path in candidates:
@@ -140,6 +140,12 @@ def find_resume_checkpoint(output_dir: str) -> Optional[str]:
             except CheckpointError:
                 continue
     return None
+
+
+def remove_torn_writes(output_dir: str) -> None:
+    """Delete temp files of saves that were killed midway (they are never valid checkpoints)."""
+    for path in glob.glob(os.path.join(checkpoint_dir(output_dir), ".*.tmp")):
+        os.remove(path)
 
 
 def prune_epoch_checkpoints(output_dir: str, keep_last: int) -> None:

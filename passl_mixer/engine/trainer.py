@@ -22,7 +22,7 @@ import paddle
 from .. import data as data_lib
 from ..config import check_keys, dump_config
 from ..errors import ConfigError, PasslMixerError
-from ..fileio import write_text
+from ..fileio import link_or_copy, write_text
 from ..optim import build_optimizer
 from ..registry import build_model
 from . import checkpoint as ckpt
@@ -228,17 +228,19 @@ class Trainer:
         self.log(f"resumed from {path}: epoch {self.epoch}, step {self.global_step}")
 
     def save(self, is_best: bool) -> None:
+        """Write ``latest`` first, then link the numbered and best checkpoints to it, so that
+        ``latest`` is never older than any other checkpoint, whenever a kill lands."""
         if not dist.is_main():
             return
-        state = self.state()
         cdir = ckpt.checkpoint_dir(self.output_dir)
+        latest = os.path.join(cdir, f"latest{ckpt.CKPT_EXT}")
+        ckpt.save_checkpoint(self.state(), latest)
         save_every = int(self.train_cfg["save_interval"])
         if save_every > 0 and (self.epoch % save_every == 0 or self.epoch == self.epochs):
-            ckpt.save_checkpoint(state, os.path.join(cdir, f"epoch_{self.epoch:04d}{ckpt.CKPT_EXT}"))
+            link_or_copy(latest, os.path.join(cdir, f"epoch_{self.epoch:04d}{ckpt.CKPT_EXT}"))
             ckpt.prune_epoch_checkpoints(self.output_dir, int(self.train_cfg["keep_last"]))
-        ckpt.save_checkpoint(state, os.path.join(cdir, f"latest{ckpt.CKPT_EXT}"))
         if is_best:
-            ckpt.save_checkpoint(state, os.path.join(cdir, f"best{ckpt.CKPT_EXT}"))
+            link_or_copy(latest, os.path.join(cdir, f"best{ckpt.CKPT_EXT}"))
 
     # -- the loop ---------------------------------------------------------------------------
     def _forward_backward(self, images, target, sync: bool):
@@ -286,6 +288,7 @@ class Trainer:
         t = self.train_cfg
         if dist.is_main():
             os.makedirs(self.output_dir, exist_ok=True)
+            ckpt.remove_torn_writes(self.output_dir)
             dump_config(self.cfg, os.path.join(self.output_dir, "config.yaml"))
         self._describe()
         max_steps = t["max_steps"]
