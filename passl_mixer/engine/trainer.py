@@ -346,16 +346,18 @@ class Trainer:
                 "output_dir": self.output_dir}
 
     def _log_window(self, window, window_start, run_start, steps_at_start):
-        n = max(1, window["n"])
+        # average over ranks (every rank logs at the same steps, so the collective lines up)
+        loss_sum, acc_sum, n = dist.all_reduce_sum([window["loss"], window["acc1"], window["n"]])
+        n = max(1.0, n)
         elapsed = time.time() - window_start
         ips = window["images"] / max(elapsed, 1e-9)
         rate = (time.time() - run_start) / max(1, self.global_step - steps_at_start)
         lr = self.optimizer.get_lr()
-        values = {"loss": window["loss"] / n, "train_acc1": window["acc1"] / n, "lr": lr,
+        values = {"loss": loss_sum / n, "train_acc1": acc_sum / n, "lr": lr,
                   "img_per_s": ips}
         self.log(f"epoch {self.epoch + 1}/{self.epochs} step {self.global_step}/{self.total_steps} "
                  f"loss {values['loss']:.4f} lr {lr:.3e} {ips:.1f} img/s "
-                 f"data {window['data_time'] / n * 1000:.0f} ms/batch "
+                 f"data {window['data_time'] / max(1, window['n']) * 1000:.0f} ms/batch "
                  f"eta {format_eta(rate * (self.total_steps - self.global_step))}")
         self.vdl.scalars(values, self.global_step, prefix="train/")
         return values
