@@ -4,6 +4,7 @@
     python tools/model_info.py -c configs/demo/mixer_digits.yaml
 """
 import argparse
+import math
 import os
 import sys
 
@@ -13,7 +14,7 @@ from passl_mixer.cli import run  # noqa: E402
 
 
 def count(layer):
-    return sum(int(p.numel()) for p in layer.parameters())
+    return sum(math.prod(p.shape) for p in layer.parameters())  # works on lazy parameters too
 
 
 def describe(model):

@@ -1,10 +1,14 @@
 """Models: importing this package registers every backbone, head, loss and architecture."""
 from . import losses  # noqa: F401  (registers losses)
+from .architectures.byol import BYOL
 from .architectures.classifier import ImageClassifier
+from .architectures.mocov3 import MoCoV3
 from .backbones.mlp_mixer import ARCHS, MlpMixer
 from .heads.linear_cls_head import LinearClsHead
 from .init import init_weights
 from .layers import DropPath, Mlp
+from .necks.mlp import MLPNeck
+from .necks.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = ["ARCHS", "MlpMixer", "LinearClsHead", "ImageClassifier", "init_weights", "DropPath",
-           "Mlp"]
+           "Mlp", "MLPNeck", "MoCoV3", "BYOL", "SyncBatchNorm", "convert_sync_batchnorm"]

@@ -9,6 +9,8 @@
 Classification heads are always zero-initialised (weight and bias), as in the paper.
 
 All draws come from Paddle's generator, so ``paddle.seed`` makes initialisation repeatable.
+Under ``paddle.LazyGuard`` (build the shapes now, load weights later) parameters have no memory
+yet and are left alone: their values come from the checkpoint that is loaded next.
 """
 from __future__ import annotations
 
@@ -57,6 +59,11 @@ def lecun_normal_(param):
     trunc_normal_(param, math.sqrt(1.0 / fan_in(param)) / _TRUNC2_STD)
 
 
+def is_lazy(layer: nn.Layer) -> bool:
+    """True when ``layer`` was built under ``paddle.LazyGuard`` (parameters have no memory)."""
+    return any(not p._is_initialized() for p in layer.parameters())
+
+
 def init_weights(layer: nn.Layer, scheme: str = "default") -> None:
     """Initialise every Linear, Conv2D and LayerNorm below ``layer`` with ``scheme``.
 
@@ -67,6 +74,8 @@ def init_weights(layer: nn.Layer, scheme: str = "default") -> None:
 
     if scheme not in SCHEMES:
         raise ConfigError(f"Unknown init scheme '{scheme}'. Accepted: {', '.join(SCHEMES)}.")
+    if is_lazy(layer):
+        return
     mlp_linears = {id(sub) for m in layer.sublayers(include_self=True) if isinstance(m, Mlp)
                    for sub in (m.fc1, m.fc2)}
     for m in layer.sublayers(include_self=True):

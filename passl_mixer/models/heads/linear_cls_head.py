@@ -8,7 +8,7 @@ import paddle
 import paddle.nn as nn
 
 from ...registry import HEADS, build_loss
-from ..init import constant_
+from ..init import constant_, is_lazy
 
 
 def topk_accuracy(logits, labels, topk: Sequence[int] = (1, 5)) -> Dict[str, paddle.Tensor]:
@@ -45,7 +45,7 @@ class LinearClsHead(nn.Layer):
         self.init_weights()
 
     def init_weights(self):
-        if isinstance(self.fc, nn.Linear):
+        if isinstance(self.fc, nn.Linear) and not is_lazy(self.fc):
             constant_(self.fc.weight, 0.0)
             constant_(self.fc.bias, 0.0)
 
