@@ -9,6 +9,7 @@ if "OMP_NUM_THREADS" not in _os.environ:
     _os.environ["OMP_NUM_THREADS"] = str(max(1, (_os.cpu_count() or 1) // max(1, _procs)))
 _warnings.filterwarnings("ignore", message="No ccache found")
 from . import data, models  # noqa: F401  (fill the registries)
+from .checkpoints import convert_checkpoint, load_pretrained
 from .config import load_config
 from .errors import (CheckpointError, ConfigError, DataError, PasslMixerError, RegistryError,
                      ShapeError)
@@ -24,5 +25,5 @@ __all__ = [
     "OPTIMIZERS", "TRANSFORMS", "Registry", "build_backbone", "build_head", "build_loss",
     "build_model", "build_neck", "load_plugins", "load_config", "MlpMixer", "LinearClsHead",
     "ImageClassifier", "PasslMixerError", "ConfigError", "RegistryError", "DataError",
-    "ShapeError", "CheckpointError",
+    "ShapeError", "CheckpointError", "convert_checkpoint", "load_pretrained",
 ]

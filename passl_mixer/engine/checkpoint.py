@@ -97,17 +97,18 @@ def set_weights(model: paddle.nn.Layer, weights: Dict[str, Any], source: str = "
     if missing or unexpected or wrong:
         parts = []
         if missing:
-            parts.append(f"missing keys {_few(missing)}")
+            parts.append(f"missing keys {list_some(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys {_few(unexpected)}")
+            parts.append(f"unexpected keys {list_some(unexpected)}")
         if wrong:
-            parts.append(f"shape mismatches {_few(wrong)}")
+            parts.append(f"shape mismatches {list_some(wrong)}")
         raise CheckpointError(f"{source} do not fit the model: {'; '.join(parts)}.")
     model.set_state_dict({k: paddle.to_tensor(np.asarray(_to_numpy(v)), dtype=own[k].dtype)
                           for k, v in weights.items()})
 
 
-def _few(items, n=5):
+def list_some(items, n=5):
+    """The first ``n`` items and the count, for error messages about many keys."""
     shown = ", ".join(items[:n])
     return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)} in all)"
 

@@ -24,7 +24,7 @@ from ..config import check_keys, dump_config
 from ..errors import ConfigError, PasslMixerError
 from ..fileio import link_or_copy, write_text
 from ..optim import build_optimizer
-from ..registry import build_model
+from ..registry import build_model, check_kwargs
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .ema import ModelEma
@@ -162,8 +162,9 @@ class Trainer:
         pretrained = self.cfg["model"].get("pretrained") if isinstance(self.cfg["model"], dict) else None
         if pretrained:
             from ..checkpoints import load_pretrained
-            load_pretrained(self.model, **(pretrained if isinstance(pretrained, dict)
-                                           else {"path": pretrained}))
+            options = pretrained if isinstance(pretrained, dict) else {"path": pretrained}
+            check_kwargs(load_pretrained, {"model": self.model, **options}, "model.pretrained")
+            load_pretrained(self.model, **options)
 
     def _setup_amp(self):
         a = self.amp_cfg

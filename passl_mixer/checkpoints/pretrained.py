@@ -1,0 +1,137 @@
+"""Load published or converted Mixer weights into a model built from a config.
+
+    load_pretrained(model, "Mixer-B_16.npz")                     # official file, directly
+    load_pretrained(model, "weights/b16/model.pdparams")        # converted
+    load_pretrained(model, "mocov3/latest.pdckpt")              # SSL: its backbone only
+
+or, in a config, ``model.pretrained`` (honoured by tools/train.py)::
+
+    model:
+      pretrained: weights/b16/model.pdparams        # or a mapping:
+      # pretrained: {path: ..., img_size: 224, resize: auto, strict_head: false}
+
+Unlike ``weights: PATH`` (an exact reload), this adapts the checkpoint to the model:
+
+* Head — a head with another class count (or a checkpoint without one) is dropped and the
+  model's head re-initialised to zero, as the paper does for fine-tuning; the log says so.
+  ``strict_head=True`` makes that an error instead.
+* Resolution — the model is built at its fine-tuning resolution (``backbone.img_size``);
+  when that gives another token count than the checkpoint's, the token-mixing MLPs are resized
+  (see ``resolution.py``): ``resize='blockdiag'`` is the paper's exact method, for integer side
+  ratios, and needs ``backbone.tokens_mlp_dim`` = K²·(the checkpoint's); ``'interpolate'``
+  resamples over the patch grid (an approximation; a warning says so); ``'auto'`` picks the
+  block-diagonal method whenever the model's width allows it.
+* Anything else must match: missing or unexpected parameters are reported by name, shape
+  mismatches with both shapes.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Sequence, Union
+
+import numpy as np
+
+from ..engine.checkpoint import list_some, set_weights
+from ..errors import CheckpointError, ConfigError
+from ..models.backbones.mlp_mixer import MlpMixer
+from ..models.heads.linear_cls_head import LinearClsHead
+from .reader import BACKBONE, HEAD, infer_dims, read_checkpoint, token_grid
+from .resolution import choose_method, integer_ratio, resize_token_mixing
+
+logger = logging.getLogger("passl_mixer")
+
+
+def load_pretrained(model, path: str, img_size: Union[None, int, Sequence[int]] = None,
+                    resize: str = "auto", strict_head: bool = False) -> Dict[str, Any]:
+    """Load the checkpoint ``path`` into ``model`` (an ImageClassifier with an MlpMixer backbone,
+    or a bare MlpMixer), adapting head and resolution; return a summary dict.
+
+    Args:
+        model: the model, built at the resolution and class count to fine-tune with.
+        path: an official ``.npz``, a converted ``.pdparams``/``.safetensors``, a training
+            checkpoint ``.pdckpt``, or a timm / PASSL v1 / MoCo v3 / BYOL state dict.
+        img_size: the resolution the *checkpoint* was trained at (int or [height, width]).
+            Needed only when its patch grid is not square; when given it is checked against
+            the checkpoint. The target resolution is the model's own.
+        resize: 'auto', 'blockdiag' or 'interpolate' (used only when the token counts differ).
+        strict_head: raise instead of re-initialising a head that does not fit.
+    """
+    backbone = getattr(model, "backbone", model)
+    if not isinstance(backbone, MlpMixer):
+        raise ConfigError(f"load_pretrained needs an MlpMixer or a model with an MlpMixer "
+                          f"'backbone', got {type(model).__name__}.")
+    ckpt = read_checkpoint(path)
+    source = f"pretrained weights '{path}'"
+    logger.info("pretrained: reading %s (%s)", path, ckpt.layout.description)
+    for note in ckpt.notes:
+        logger.info("pretrained: %s", note)
+    if ckpt.ignored:
+        logger.info("pretrained: took the backbone only; ignored %d other keys %s",
+                    len(ckpt.ignored), list_some(ckpt.ignored))
+
+    weights, resized = _fit_resolution(ckpt.weights, backbone, img_size, resize, path)
+    if backbone is model:
+        if ckpt.has_head:
+            logger.info("pretrained: the model has no classification head; the checkpoint's "
+                        "is not used")
+        weights = {(k[len(BACKBONE):] if k.startswith(BACKBONE) else k): v
+                   for k, v in weights.items() if not k.startswith("head.")}
+        head = "none"
+    else:
+        weights, head = _fit_head(model, weights, strict_head, path)
+    set_weights(model, weights, source=source)
+    logger.info("pretrained: loaded %s into %s", path, type(model).__name__)
+    return {"path": path, "layout": ckpt.layout.name, "resize": resized, "head": head,
+            "ignored": len(ckpt.ignored)}
+
+
+def _fit_resolution(weights, backbone: MlpMixer, img_size, resize: str, path: str):
+    """Resize the token-mixing MLPs when the checkpoint's token count is not the model's."""
+    dims = infer_dims(weights, f"'{path}'")
+    src = token_grid(dims["num_tokens"], dims["patch_size"], img_size)
+    dst = tuple(backbone.grid_size)
+    if dims["num_tokens"] == backbone.num_tokens:
+        return weights, None
+    method = choose_method(resize, src, dst, dims["tokens_mlp_dim"], backbone.tokens_mlp_dim)
+    change = f"{src[0]}x{src[1]} -> {dst[0]}x{dst[1]} patches"
+    if method == "blockdiag":
+        logger.info("pretrained: token mixing resized %s by the paper's block-diagonal "
+                    "initialisation (exact on each of the %d image parts)", change,
+                    (dst[0] // src[0]) * (dst[1] // src[1]))
+    else:
+        ratio = integer_ratio(src, dst)
+        exact = (f"; the paper's exact block-diagonal method needs model.backbone."
+                 f"tokens_mlp_dim: {ratio[0] * ratio[1] * dims['tokens_mlp_dim']}"
+                 if ratio else "")
+        logger.warning("pretrained: token mixing resized %s by interpolation over the patch "
+                       "grid: an approximation of the pretrained weights, which fine-tuning has "
+                       "to correct%s", change, exact)
+    return resize_token_mixing(weights, src, dst, method), method
+
+
+def _fit_head(model, weights, strict_head: bool, path: str):
+    """Keep the checkpoint's head if it fits the model's, else drop it and zero the model's."""
+    own = {k: list(v.shape) for k, v in model.state_dict().items() if k.startswith("head.")}
+    theirs = {k: list(np.shape(v)) for k, v in weights.items() if k.startswith("head.")}
+    rest = {k: v for k, v in weights.items() if not k.startswith("head.")}
+    if not own:
+        if theirs:
+            logger.info("pretrained: the model's head has no parameters; the checkpoint's head "
+                        "is not used")
+        return rest, "none"
+    if theirs == own:
+        return weights, "loaded"
+    classes = theirs.get(f"{HEAD}weight", [None, None])[1]
+    why = ("the checkpoint has no classification head" if classes is None else
+           f"the checkpoint's head has {classes} classes, the model's "
+           f"{own.get(f'{HEAD}weight', [None, '?'])[1]}")
+    if strict_head:
+        raise CheckpointError(f"Cannot load the head of '{path}': {why}, and strict_head is "
+                              f"set.")
+    if hasattr(model.head, "init_weights"):
+        model.head.init_weights()
+    logger.info("pretrained: %s: %smodel head re-initialised%s", why,
+                "checkpoint head dropped, " if classes is not None else "",
+                " to zero" if isinstance(model.head, LinearClsHead) else "")
+    rest.update({k: v.numpy() for k, v in model.state_dict().items() if k.startswith("head.")})
+    return rest, "reinitialised"

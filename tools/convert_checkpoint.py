@@ -1,0 +1,49 @@
+"""Convert a published MLP-Mixer checkpoint into passl_mixer weights and a model config.
+
+    python tools/convert_checkpoint.py --src Mixer-B_16.npz --output weights/mixer_b16_in21k
+    python tools/convert_checkpoint.py --src passl_mixer_b16.pdparams --output DIR \\
+        --format safetensors
+
+Reads an official Flax .npz (opened with allow_pickle=False) or a PASSL v1 / timm /
+passl_mixer state dict (.pdparams, .pdckpt, .safetensors or NumPy .npz) and writes
+DIR/model.pdparams (or model.safetensors) and DIR/model.yaml, whose `model:` section builds
+the matching model. Nothing is downloaded. On any error DIR is left as it was.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from passl_mixer.cli import run  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--src", required=True, help="checkpoint file to convert")
+    parser.add_argument("--output", required=True, help="output directory (replaced as a whole)")
+    parser.add_argument("--format", default="pdparams", choices=["pdparams", "safetensors"],
+                        help="weights file format (safetensors holds no pickled code)")
+    parser.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
+                        help="resolution the checkpoint was trained at (H [W]); only needed "
+                             "when its patch grid is not square")
+    parser.add_argument("--gelu", choices=["tanh", "exact"], default=None,
+                        help="override the GELU form implied by the source's layout")
+    args = parser.parse_args(argv)
+    if args.img_size and len(args.img_size) > 2:
+        parser.error("--img-size takes one or two numbers (H [W])")
+
+    import logging
+
+    from passl_mixer.checkpoints import convert_checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    img_size = args.img_size[0] if args.img_size and len(args.img_size) == 1 else args.img_size
+    result = convert_checkpoint(args.src, args.output, format=args.format, img_size=img_size,
+                                gelu=args.gelu)
+    print(f"wrote {result['weights']} and {result['config']}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
