@@ -11,6 +11,8 @@ _warnings.filterwarnings("ignore", message="No ccache found")
 from . import data, models  # noqa: F401  (fill the registries)
 from .checkpoints import convert_checkpoint, load_pretrained
 from .config import load_config
+from .export import export_model
+from .inference import Predictor
 from .errors import (CheckpointError, ConfigError, DataError, PasslMixerError, RegistryError,
                      ShapeError)
 from .models import ARCHS, ImageClassifier, LinearClsHead, MlpMixer
@@ -25,5 +27,5 @@ __all__ = [
     "OPTIMIZERS", "TRANSFORMS", "Registry", "build_backbone", "build_head", "build_loss",
     "build_model", "build_neck", "load_plugins", "load_config", "MlpMixer", "LinearClsHead",
     "ImageClassifier", "PasslMixerError", "ConfigError", "RegistryError", "DataError",
-    "ShapeError", "CheckpointError", "convert_checkpoint", "load_pretrained",
+    "ShapeError", "CheckpointError", "convert_checkpoint", "load_pretrained", "export_model", "Predictor",
 ]

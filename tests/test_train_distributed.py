@@ -24,7 +24,7 @@ def test_two_processes_equal_one_process(tiny_data, tmp_path):
         cfgs.append(cfg)
     cfg1, cfg2 = cfgs
     run_tool(["tools/train.py", "-c", write_yaml(tmp_path / "one.yaml", cfg1)])
-    proc = run_tool(["tools/train.py", "-c", write_yaml(tmp_path / "two.yaml", cfg2)],
+    run_tool(["tools/train.py", "-c", write_yaml(tmp_path / "two.yaml", cfg2)],
                     cwd=str(tmp_path), launch_procs=2)
     log = open(os.path.join(two, "train.log")).read()
     assert "global batch 16 = 8 per device x 2 process(es)" in log

@@ -40,7 +40,7 @@ def test_kill9_then_resume_auto_equals_uninterrupted(tiny_data, tmp_path):
     assert 3 <= resumed_from < epochs, "the kill must land mid-run"
 
     out = run_tool(["tools/train.py", "-c", cfg_run, "--resume", "auto"])
-    assert f"resumed from" in out.stdout and f"epoch {resumed_from}" in out.stdout
+    assert "resumed from" in out.stdout and f"epoch {resumed_from}" in out.stdout
     assert max_weight_diff(final_weights(ref), final_weights(run)) <= 1e-6
     assert load_checkpoint(os.path.join(run, "checkpoints", "latest.pdckpt"))["epoch"] == epochs
 

@@ -9,11 +9,11 @@
   (Appendix C) and an interpolation for other ratios.
 """
 from .convert import convert_checkpoint, model_config
-from .pretrained import load_pretrained
+from .pretrained import load_initial_weights, load_pretrained
 from .reader import Checkpoint, read_checkpoint
 from .resolution import (blockdiag_token_mixing, interpolate_token_mixing, resize_token_mixing,
                          subsequences)
 
-__all__ = ["convert_checkpoint", "model_config", "load_pretrained", "Checkpoint",
+__all__ = ["convert_checkpoint", "model_config", "load_pretrained", "load_initial_weights", "Checkpoint",
            "read_checkpoint", "resize_token_mixing", "blockdiag_token_mixing",
            "interpolate_token_mixing", "subsequences"]

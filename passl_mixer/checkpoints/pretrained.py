@@ -27,7 +27,7 @@ Unlike ``weights: PATH`` (an exact reload), this adapts the checkpoint to the mo
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
@@ -135,3 +135,28 @@ def _fit_head(model, weights, strict_head: bool, path: str):
                 " to zero" if isinstance(model.head, LinearClsHead) else "")
     rest.update({k: v.numpy() for k, v in model.state_dict().items() if k.startswith("head.")})
     return rest, "reinitialised"
+
+
+def load_initial_weights(model, cfg) -> Optional[str]:
+    """Start ``model`` from what the config names, and return a description (None: nothing).
+
+    ``weights: PATH`` (top level) reloads this package's own weights exactly (a training
+    checkpoint, .pdparams or .safetensors; every key must fit); otherwise ``model.pretrained``
+    (a path or a mapping of :func:`load_pretrained` options) adapts published or converted
+    weights to the model. ``weights`` wins when both are set.
+    """
+    from ..engine.checkpoint import load_weights, set_weights
+    from ..registry import check_kwargs
+
+    if cfg.get("weights"):
+        path = cfg["weights"]
+        set_weights(model, load_weights(path), source=f"weights '{path}'")
+        logger.info("loaded weights from %s", path)
+        return f"weights {path}"
+    pretrained = (cfg.get("model") or {}).get("pretrained")
+    if not pretrained:
+        return None
+    options = pretrained if isinstance(pretrained, dict) else {"path": pretrained}
+    check_kwargs(load_pretrained, {"model": model, **options}, "model.pretrained")
+    load_pretrained(model, **options)
+    return f"pretrained {options.get('path')}"

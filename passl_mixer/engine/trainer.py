@@ -24,12 +24,12 @@ from ..config import check_keys, dump_config
 from ..errors import ConfigError, PasslMixerError
 from ..fileio import link_or_copy, write_text
 from ..optim import build_optimizer
-from ..registry import build_model, check_kwargs
+from ..registry import build_model
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .ema import ModelEma
 from .evaluate import evaluate
-from .logger import ProgressBar, VisualDLWriter, format_eta, get_logger, setup_logging
+from .logger import ProgressBar, VisualDLWriter, format_eta, setup_logging
 
 TOP_LEVEL_KEYS = ("model", "data", "optimizer", "lr_scheduler", "train", "amp", "distributed",
                   "export", "weights")
@@ -116,7 +116,9 @@ class Trainer:
 
         paddle.seed(self.seed)  # same initial weights everywhere (DataParallel also broadcasts)
         self.model = build_model(cfg["model"])
-        self._apply_initial_weights()
+        # here, not at the top: passl_mixer.checkpoints itself imports the engine
+        from ..checkpoints import load_initial_weights
+        load_initial_weights(self.model, self.cfg)  # weights: PATH or model.pretrained
         if self.dist_cfg["sync_bn"] and self.world_size > 1:
             self.model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         num_classes = getattr(self.model, "num_classes", None)
@@ -151,21 +153,6 @@ class Trainer:
         self.vdl = VisualDLWriter(os.path.join(self.output_dir, "vdl"))
 
     # -- set-up helpers ---------------------------------------------------------------------
-    def _apply_initial_weights(self):
-        """``weights: PATH`` loads exact model weights (a checkpoint or weights file);
-        ``model.pretrained`` loads published/converted weights with head and resolution
-        adaptation (see passl_mixer.checkpoints)."""
-        if self.cfg.get("weights"):
-            ckpt.set_weights(self.model, ckpt.load_weights(self.cfg["weights"]),
-                             source=f"weights '{self.cfg['weights']}'")
-            self.log(f"loaded weights from {self.cfg['weights']}")
-        pretrained = self.cfg["model"].get("pretrained") if isinstance(self.cfg["model"], dict) else None
-        if pretrained:
-            from ..checkpoints import load_pretrained
-            options = pretrained if isinstance(pretrained, dict) else {"path": pretrained}
-            check_kwargs(load_pretrained, {"model": self.model, **options}, "model.pretrained")
-            load_pretrained(self.model, **options)
-
     def _setup_amp(self):
         a = self.amp_cfg
         self.amp_enabled = bool(a["enable"])

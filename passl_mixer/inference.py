@@ -1,0 +1,279 @@
+"""Predictor: serve an exported model (``tools/export_model.py``) with Paddle Inference.
+
+    from passl_mixer.inference import Predictor
+    predictor = Predictor("output/mixer_digits_infer")             # CPU, oneDNN, fp32
+    scores = predictor.predict(["a.png", pil_image, uint8_array])  # [N, num_classes]
+    predictor.topk(scores, k=5)   # per image: [{label, class_name, score}, ...]
+
+Inputs go through exactly the preprocessing recorded in ``inference.yml`` (the evaluation
+transforms, run by the same transform classes evaluation uses), so the predictor's output is
+the trained model's output. CPU: oneDNN on, math threads = the cores this process may use;
+``precision='bf16'`` uses oneDNN bfloat16 where the CPU has bf16 instructions and otherwise says
+so and runs fp32. GPU: fp32, fp16 or bf16, TensorRT opt-in (``tensorrt=True``).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+import paddle.inference as paddle_infer
+import yaml
+from PIL import Image
+
+from .data.datasets import load_rgb, to_rgb
+from .data.transforms import build_transforms
+from .engine.logger import get_logger
+from .errors import CheckpointError, ConfigError, DataError, ShapeError
+from .export import INFO_FILE
+
+DEVICES = ("cpu", "gpu")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_PADDLE_PRECISION = {"fp32": paddle_infer.PrecisionType.Float32,
+                     "fp16": paddle_infer.PrecisionType.Half,
+                     "bf16": paddle_infer.PrecisionType.Bfloat16}
+GPU_MEMORY_POOL_MB = 256
+TENSORRT_WORKSPACE = 1 << 30
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's core count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bfloat16 instructions (AVX512-BF16 or AMX): where oneDNN's
+    bf16 kernels are fast. Without them bf16 would be emulated and slower than fp32."""
+    return bool(paddle.base.core.supports_bfloat16_fast_performance())
+
+
+def _set(config, new: str, old: str, *args) -> None:
+    """Call ``config.new(*args)`` (Paddle 3.x names oneDNN 'onednn'), else ``config.old`` (2.6)."""
+    (getattr(config, new, None) or getattr(config, old))(*args)
+
+
+def paddle_config(model_file: str, params_file: str, device: str = "cpu",
+                  precision: str = "fp32", threads: Optional[int] = None, onednn: bool = True,
+                  tensorrt: bool = False, gpu_id: int = 0, input_name: str = "images",
+                  input_shape: Optional[Sequence[int]] = None,
+                  max_batch: int = 32) -> Tuple[paddle_infer.Config, str]:
+    """A ``paddle.inference.Config`` for this device and precision, and the precision it will
+    really run (bf16 falls back to fp32 on a CPU without bf16). ``input_name``, ``input_shape``
+    ([C, H, W]) and ``max_batch`` give TensorRT its dynamic-shape range."""
+    if device not in DEVICES:
+        raise ConfigError(f"Unknown device '{device}'; accepted: {', '.join(DEVICES)}.")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"Unknown precision '{precision}'; accepted: {', '.join(PRECISIONS)}.")
+    config = paddle_infer.Config(model_file, params_file)
+    config.disable_glog_info()
+    if device == "cpu":
+        if precision == "fp16":
+            raise ConfigError("precision 'fp16' is for GPUs; on a CPU use 'bf16' or 'fp32'.")
+        if tensorrt:
+            raise ConfigError("TensorRT runs on GPUs only: use device='gpu' or drop tensorrt.")
+        if precision == "bf16" and not onednn:
+            raise ConfigError("precision 'bf16' on a CPU runs through oneDNN: keep onednn on.")
+        if precision == "bf16" and not cpu_has_bf16():
+            get_logger().warning("this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): "
+                                 "running fp32 instead of bf16")
+            precision = "fp32"
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(int(threads or available_cores()))
+        if onednn:
+            _set(config, "enable_onednn", "enable_mkldnn")
+        if precision == "bf16":
+            _set(config, "enable_onednn_bfloat16", "enable_mkldnn_bfloat16")
+        return config, precision
+    if not paddle.is_compiled_with_cuda():
+        raise ConfigError("device='gpu' needs a CUDA build of Paddle (paddlepaddle-gpu); this "
+                          "one is CPU-only. Use device='cpu'.")
+    config.enable_use_gpu(GPU_MEMORY_POOL_MB, gpu_id, _PADDLE_PRECISION[precision])
+    if tensorrt:
+        if input_shape is None:
+            raise ConfigError("TensorRT needs the input shape [C, H, W] for its shape range.")
+        config.enable_tensorrt_engine(workspace_size=TENSORRT_WORKSPACE, max_batch_size=max_batch,
+                                      min_subgraph_size=3,
+                                      precision_mode=_PADDLE_PRECISION[precision],
+                                      use_static=False, use_calib_mode=False)
+        config.set_trt_dynamic_shape_info({input_name: [1, *input_shape]},
+                                          {input_name: [max_batch, *input_shape]},
+                                          {input_name: [max_batch, *input_shape]})
+    return config, precision
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Send the process's C-level stdout to stderr for a while: Paddle's oneDNN passes print
+    debug lines there (e.g. 'ReduceMeanCheckIfOneDNNSupport' on the first run), which would mix
+    into the JSON lines tools/predict.py writes to stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def read_model_dir(model_dir: str) -> Dict[str, Any]:
+    """``inference.yml`` of an export directory, checked to name files that exist."""
+    if not os.path.isdir(model_dir):
+        raise CheckpointError(f"Model directory '{model_dir}' does not exist; create one with "
+                              f"tools/export_model.py -c CFG --weights CKPT --output DIR.")
+    info_path = os.path.join(model_dir, INFO_FILE)
+    if not os.path.isfile(info_path):
+        raise CheckpointError(f"'{model_dir}' holds no {INFO_FILE}: it is not an export "
+                              f"directory, or the export did not finish. Run "
+                              f"tools/export_model.py again.")
+    with open(info_path, "r", encoding="utf-8") as f:
+        try:
+            info = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise CheckpointError(f"'{info_path}' is not valid YAML: {exc}") from None
+    required = ("model_file", "params_file", "input", "output", "preprocess")
+    missing = [k for k in required if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise CheckpointError(f"'{info_path}' lacks {', '.join(missing)}: it was not written by "
+                              f"tools/export_model.py or is damaged; export again.")
+    absent = [info[k] for k in ("model_file", "params_file")
+              if not os.path.isfile(os.path.join(model_dir, info[k]))]
+    if absent:
+        raise CheckpointError(f"'{model_dir}' is incomplete: {', '.join(absent)} named in "
+                              f"{INFO_FILE} is missing. Export again.")
+    return info
+
+
+def to_pil(image) -> Image.Image:
+    """A file path, PIL image or uint8 array (H x W gray, H x W x 3 RGB or x 4 RGBA) as RGB."""
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            return load_rgb(os.fspath(image))
+        except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many exception types
+            raise DataError(f"Cannot read image '{os.fspath(image)}': "
+                            f"{type(exc).__name__}: {exc}") from None
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or \
+                (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise DataError(f"An image array must be uint8 with shape [H, W], [H, W, 1], "
+                            f"[H, W, 3] (RGB) or [H, W, 4] (RGBA); got {image.dtype} "
+                            f"{list(image.shape)}.")
+        return to_rgb(Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1
+                                      else image))
+    raise DataError(f"Cannot use a {type(image).__name__} as an image: give a file path, a PIL "
+                    f"image or a uint8 numpy array.")
+
+
+def _is_single_image(images) -> bool:
+    return isinstance(images, (str, os.PathLike, Image.Image)) or \
+        (isinstance(images, np.ndarray) and images.ndim in (2, 3))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """An exported model on Paddle Inference.
+
+    Args:
+        model_dir: a directory written by ``tools/export_model.py``.
+        device: 'cpu' or 'gpu'.
+        precision: 'fp32'; 'bf16' (CPU with bf16 instructions, else fp32 with a warning; or
+            GPU); 'fp16' (GPU).
+        threads: CPU math threads (default: the cores available to this process).
+        batch_size: images per forward pass; longer inputs are split.
+        tensorrt: run the GPU graph through TensorRT (built for batches up to ``batch_size``).
+        onednn: use oneDNN kernels on CPU (on by default; bf16 needs it).
+        gpu_id: which GPU.
+
+    Attributes: ``info`` (inference.yml), ``precision`` (the one running), ``class_names``
+    (list or None), ``input_shape`` ([C, H, W]), ``output_kind`` ('logits' / 'probabilities').
+    """
+
+    def __init__(self, model_dir: str, device: str = "cpu", precision: str = "fp32",
+                 threads: Optional[int] = None, batch_size: int = 32, tensorrt: bool = False,
+                 onednn: bool = True, gpu_id: int = 0):
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+        self.model_dir = model_dir
+        self.info = read_model_dir(model_dir)
+        self.device = device
+        self.batch_size = batch_size
+        self.input_shape = [int(s) for s in self.info["input"]["shape"][1:]]
+        self.output_kind = self.info["output"]["kind"]
+        self.class_names = self.info.get("class_names")
+        self.transforms = build_transforms(self.info["preprocess"])
+        config, self.precision = paddle_config(
+            os.path.join(model_dir, self.info["model_file"]),
+            os.path.join(model_dir, self.info["params_file"]), device=device,
+            precision=precision, threads=threads, onednn=onednn, tensorrt=tensorrt,
+            gpu_id=gpu_id, input_name=self.info["input"]["name"], input_shape=self.input_shape,
+            max_batch=batch_size)
+        with stdout_to_stderr():
+            self._predictor = paddle_infer.create_predictor(config)
+        self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
+        self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.model_dir!r}, device={self.device!r}, "
+                f"precision={self.precision!r}, batch_size={self.batch_size})")
+
+    def preprocess(self, image) -> np.ndarray:
+        """One image (path, PIL image or uint8 array) -> the float32 [C, H, W] model input."""
+        # The transforms are deterministic; the generator is only their calling convention.
+        out = self.transforms(to_pil(image), np.random.default_rng(0))
+        if list(out.shape) != self.input_shape:
+            what = f"'{os.fspath(image)}'" if isinstance(image, (str, os.PathLike)) else "image"
+            raise ShapeError(f"The preprocessing in {INFO_FILE} turns {what} into shape "
+                             f"{list(out.shape)}, but the model takes {self.input_shape}: with a "
+                             f"short-side Resize and no crop, a non-square image keeps its aspect "
+                             f"ratio. Export with a crop (e.g. ResizeForEval) for such images.")
+        return out
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 [N, C, H, W] -> the model's outputs [N, num_classes]."""
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or list(batch.shape[1:]) != self.input_shape:
+            raise ShapeError(f"Predictor.run takes float32 arrays [N, "
+                             f"{', '.join(map(str, self.input_shape))}], got shape "
+                             f"{list(batch.shape)}.")
+        outs = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = np.ascontiguousarray(batch[start:start + self.batch_size])
+            self._input.reshape(list(chunk.shape))
+            self._input.copy_from_cpu(chunk)
+            with stdout_to_stderr():
+                self._predictor.run()
+            outs.append(self._output.copy_to_cpu())
+        if not outs:
+            return np.zeros((0, self.info["output"]["num_classes"] or 0), dtype=np.float32)
+        return np.concatenate(outs)
+
+    def predict(self, images) -> np.ndarray:
+        """Outputs [N, num_classes] (logits, or probabilities if exported with softmax) for one
+        image or a list of them (paths, PIL images, uint8 arrays), ``batch_size`` at a time."""
+        items = [images] if _is_single_image(images) else list(images)
+        outs = [self.run(np.stack([self.preprocess(x) for x in items[i:i + self.batch_size]]))
+                for i in range(0, len(items), self.batch_size)]
+        return np.concatenate(outs) if outs else self.run(np.zeros([0, *self.input_shape]))
+
+    def topk(self, outputs: np.ndarray, k: int = 5) -> List[List[Dict[str, Any]]]:
+        """Per image, the ``k`` best classes: ``{label, class_name, score}`` with the score a
+        probability (softmax of the logits unless the graph already ends in one)."""
+        probs = np.asarray(outputs, dtype=np.float64)
+        if self.output_kind != "probabilities":
+            probs = softmax(probs)
+        k = max(1, min(int(k), probs.shape[1]))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [[{"label": int(j),
+                  "class_name": self.class_names[j] if self.class_names else None,
+                  "score": float(p[j])} for j in row] for p, row in zip(probs, order)]

@@ -1,0 +1,98 @@
+"""Classify images with an exported model: one JSON line per image on stdout.
+
+    python tools/predict.py --model-dir output/mixer_digits_infer --input data/digits/val
+    python tools/predict.py --model-dir DIR --input cat.jpg --topk 5 --precision bf16
+
+Each line is {"file": ..., "topk": [{"label": i, "class_name": ..., "score": p}, ...]} with p
+a probability. A folder is searched recursively and run in batches (a progress bar shows on a
+terminal); unreadable images are reported on stderr and skipped. Exit status 1 if no image
+could be classified.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from passl_mixer.cli import run  # noqa: E402
+
+
+def list_images(path: str):
+    """``path`` itself if it is a file, else the images under it (recursively, sorted)."""
+    from passl_mixer.data.datasets import IMG_EXTENSIONS
+    from passl_mixer.errors import DataError
+
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise DataError(f"--input '{path}' is neither a file nor a folder.")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                     if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS))
+    if not found:
+        raise DataError(f"Folder '{path}' holds no images ({', '.join(IMG_EXTENSIONS)}).")
+    return found
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--model-dir", required=True, help="a directory from tools/export_model.py")
+    parser.add_argument("--input", required=True, metavar="FILE_OR_DIR",
+                        help="an image or a folder")
+    parser.add_argument("--topk", type=int, default=5, help="classes reported per image")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="bf16: CPUs with bf16 instructions (else fp32) or GPUs; fp16: GPUs")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU math threads (default: the cores available)")
+    parser.add_argument("--tensorrt", action="store_true", help="GPU: run through TensorRT")
+    args = parser.parse_args(argv)
+
+    from passl_mixer.inference import Predictor
+
+    predictor = Predictor(args.model_dir, device=args.device, precision=args.precision,
+                          threads=args.threads, batch_size=args.batch_size,
+                          tensorrt=args.tensorrt)
+    files = list_images(args.input)
+    try:
+        done, skipped = classify(predictor, files, args.batch_size, args.topk)
+    except BrokenPipeError:  # the reader (e.g. `| head`) stopped: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    print(f"{done} image(s) classified, {skipped} skipped ({predictor})", file=sys.stderr)
+    return 0 if done else 1
+
+
+def classify(predictor, files, batch_size, topk):
+    """Print a JSON line per readable image; return (classified, skipped) counts."""
+    import numpy as np
+
+    from passl_mixer.engine.logger import ProgressBar
+    from passl_mixer.errors import DataError, ShapeError
+
+    bar = ProgressBar(len(files), desc="predict", stream=sys.stderr)
+    done = skipped = 0
+    for start in range(0, len(files), batch_size):
+        paths, arrays = [], []
+        for path in files[start:start + batch_size]:
+            try:
+                arrays.append(predictor.preprocess(path))
+                paths.append(path)
+            except (DataError, ShapeError) as exc:
+                skipped += 1
+                print(f"warning: skipped {path}: {exc}", file=sys.stderr)
+        if arrays:
+            for path, top in zip(paths, predictor.topk(predictor.run(np.stack(arrays)), topk)):
+                print(json.dumps({"file": path, "topk": top}), flush=True)
+            done += len(arrays)
+        bar.update(min(start + batch_size, len(files)))
+    bar.close()
+    return done, skipped
+
+
+if __name__ == "__main__":
+    run(main)
