@@ -12,6 +12,7 @@ from . import data, models  # noqa: F401  (fill the registries)
 from .checkpoints import convert_checkpoint, load_pretrained
 from .config import load_config
 from .export import export_model
+from .hosts import register_into
 from .inference import Predictor
 from .errors import (CheckpointError, ConfigError, DataError, PasslMixerError, RegistryError,
                      ShapeError)
@@ -28,4 +29,5 @@ __all__ = [
     "build_model", "build_neck", "load_plugins", "load_config", "MlpMixer", "LinearClsHead",
     "ImageClassifier", "PasslMixerError", "ConfigError", "RegistryError", "DataError",
     "ShapeError", "CheckpointError", "convert_checkpoint", "load_pretrained", "export_model", "Predictor",
+    "register_into",
 ]

@@ -19,3 +19,4 @@ __all__ = [
     "build_transforms", "interpolation_mode", "load_rgb", "loader_throughput", "to_rgb",
     "write_synthetic_jpegs",
 ]
+from . import views  # noqa: F401  (registers multi-view data)

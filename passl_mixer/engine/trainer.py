@@ -24,6 +24,7 @@ from ..config import check_keys, dump_config
 from ..errors import ConfigError, PasslMixerError
 from ..fileio import link_or_copy, write_text
 from ..optim import build_optimizer
+from ..models import convert_sync_batchnorm
 from ..registry import build_model
 from . import checkpoint as ckpt
 from . import distributed as dist
@@ -120,7 +121,8 @@ class Trainer:
         from ..checkpoints import load_initial_weights
         load_initial_weights(self.model, self.cfg)  # weights: PATH or model.pretrained
         if self.dist_cfg["sync_bn"] and self.world_size > 1:
-            self.model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            # ours, not paddle.nn.SyncBatchNorm: Paddle's has no CPU kernel (gloo runs fail)
+            self.model = convert_sync_batchnorm(self.model)
         num_classes = getattr(self.model, "num_classes", None)
         self.mixup = None
         if data_cfg.get("mixup"):

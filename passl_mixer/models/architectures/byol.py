@@ -48,8 +48,18 @@ def cosine_momentum(base: float, step: int, total_steps: int) -> float:
 
 
 def frozen_copy(source: nn.Layer, copy: nn.Layer) -> nn.Layer:
-    """Make ``copy`` (built from the same config as ``source``) an untrainable clone of it."""
-    copy.set_state_dict(source.state_dict())
+    """Make ``copy`` (built from the same config as ``source``) an untrainable clone of it.
+
+    Under ``paddle.LazyGuard`` the parameters have no values yet: each copied parameter then
+    gets "take the source's value" as its initialiser, so initialise the source's parameters
+    first (``model.parameters()`` lists them first).
+    """
+    if all(p._is_initialized() for p in source.parameters()):
+        copy.set_state_dict(source.state_dict())
+    else:
+        sources = dict(source.named_parameters())
+        for name, p in copy.named_parameters():
+            p.set_init_func(lambda param, _block, src=sources[name]: param.set_value(src))
     for p in copy.parameters():
         p.stop_gradient = True  # the trainer leaves stop_gradient parameters out of the optimizer
     return copy
