@@ -176,3 +176,12 @@ def test_randaugment_rejects_bad_settings():
         RandAugment(ops=["Rotate", "Twist"])
     with pytest.raises(ConfigError, match="bilinear"):
         RandAugment(interpolation="lanczos")
+
+
+@pytest.mark.parametrize("cfg", [{"name": "RandomHorizontalFlip", "prob": 1.5},
+                                 {"name": "RandomErasing", "prob": -0.1},
+                                 {"name": "RandAugment", "prob": 2}])
+def test_probabilities_outside_0_1_are_config_errors(cfg):
+    from passl_mixer.data import build_transforms
+    with pytest.raises(ConfigError, match=rf"{cfg['name']}: prob must be in \[0, 1\]"):
+        build_transforms([cfg])

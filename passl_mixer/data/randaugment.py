@@ -21,7 +21,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from ..errors import ConfigError
 from ..registry import TRANSFORMS
-from .transforms import _require_pil, interpolation_mode
+from .transforms import check_prob, interpolation_mode, require_pil
 
 MAX_MAGNITUDE = 30.0
 _DEFAULT_FILL = (128, 128, 128)  # gray for the area an affine op uncovers, as in timm
@@ -143,7 +143,7 @@ class RandAugment:
         self.num_ops = num_ops
         self.magnitude = float(magnitude)
         self.magnitude_std = float(magnitude_std)
-        self.prob = float(prob)
+        self.prob = check_prob(prob, "RandAugment")
         self.fill = tuple(int(c) for c in fill)
         self.interpolation = interpolation
         self._resample = interpolation_mode(interpolation)
@@ -157,7 +157,7 @@ class RandAugment:
         return float(np.clip(magnitude, 0.0, max(10.0, self.magnitude)))
 
     def __call__(self, img, rng):
-        _require_pil(img, "RandAugment")
+        require_pil(img, "RandAugment")
         for index in rng.integers(0, len(self.ops), size=self.num_ops):
             if rng.random() >= self.prob:
                 continue

@@ -50,13 +50,19 @@ def _pair(size: Size, what: str) -> Tuple[int, int]:
     raise ConfigError(f"{what}: size must be a positive int or [height, width], got {size!r}.")
 
 
-def _range(value: Sequence[float], what: str) -> Tuple[float, float]:
+def check_range(value: Sequence[float], what: str) -> Tuple[float, float]:
     if not (isinstance(value, (list, tuple)) and len(value) == 2 and value[0] <= value[1]):
         raise ConfigError(f"{what} must be [low, high] with low <= high, got {value!r}.")
     return float(value[0]), float(value[1])
 
 
-def _require_pil(img: Any, what: str) -> None:
+def check_prob(value: float, what: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{what}: prob must be in [0, 1], got {value!r}.")
+    return float(value)
+
+
+def require_pil(img: Any, what: str) -> None:
     if not isinstance(img, Image.Image):
         raise ConfigError(f"{what} works on PIL images, but got {type(img).__name__}: put it "
                           f"before Normalize in the transforms list.")
@@ -103,8 +109,8 @@ class RandomResizedCrop:
     def __init__(self, size: Size, scale: Sequence[float] = (0.08, 1.0),
                  ratio: Sequence[float] = (3 / 4, 4 / 3), interpolation: str = "bicubic"):
         self.size = _pair(size, "RandomResizedCrop")
-        self.scale = _range(scale, "RandomResizedCrop scale")
-        self.ratio = _range(ratio, "RandomResizedCrop ratio")
+        self.scale = check_range(scale, "RandomResizedCrop scale")
+        self.ratio = check_range(ratio, "RandomResizedCrop ratio")
         self.interpolation = interpolation
         self._resample = interpolation_mode(interpolation)
 
@@ -132,7 +138,7 @@ class RandomResizedCrop:
         return left, top, left + w, top + h
 
     def __call__(self, img, rng):
-        _require_pil(img, "RandomResizedCrop")
+        require_pil(img, "RandomResizedCrop")
         box = self.crop_box(img.width, img.height, rng)
         # resize(box=...) crops and resizes in one pass.
         return img.resize((self.size[1], self.size[0]), self._resample, box=box)
@@ -147,10 +153,10 @@ class RandomHorizontalFlip:
     """Mirror left-right with probability ``prob``."""
 
     def __init__(self, prob: float = 0.5):
-        self.prob = float(prob)
+        self.prob = check_prob(prob, "RandomHorizontalFlip")
 
     def __call__(self, img, rng):
-        _require_pil(img, "RandomHorizontalFlip")
+        require_pil(img, "RandomHorizontalFlip")
         if rng.random() < self.prob:
             return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return img
@@ -179,7 +185,7 @@ class Resize:
         return int(short * width / height), short
 
     def __call__(self, img, rng):
-        _require_pil(img, "Resize")
+        require_pil(img, "Resize")
         size = self.output_size(img.width, img.height)
         return img if size == img.size else img.resize(size, self._resample)
 
@@ -196,7 +202,7 @@ class CenterCrop:
         self.size = _pair(size, "CenterCrop")
 
     def __call__(self, img, rng):
-        _require_pil(img, "CenterCrop")
+        require_pil(img, "CenterCrop")
         h, w = self.size
         top = int(round((img.height - h) / 2))
         left = int(round((img.width - w) / 2))
@@ -249,7 +255,7 @@ class Normalize:
         self.scale = float(scale)
 
     def __call__(self, img, rng):
-        _require_pil(img, "Normalize")
+        require_pil(img, "Normalize")
         return (pil_to_chw(img) / self.scale - self.mean) / self.std
 
     def __repr__(self) -> str:
@@ -276,9 +282,9 @@ class RandomErasing:
                               f"Accepted modes: {', '.join(self.MODES)}.")
         if not (isinstance(max_count, int) and max_count >= 1):
             raise ConfigError(f"RandomErasing max_count must be an int >= 1, got {max_count!r}.")
-        self.prob = float(prob)
-        self.scale = _range(scale, "RandomErasing scale")
-        self.ratio = _range(ratio, "RandomErasing ratio")
+        self.prob = check_prob(prob, "RandomErasing")
+        self.scale = check_range(scale, "RandomErasing scale")
+        self.ratio = check_range(ratio, "RandomErasing ratio")
         self.mode = mode
         self.max_count = max_count
 

@@ -33,13 +33,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from ..errors import ConfigError
 from ..registry import DATASETS, TRANSFORMS
-from .transforms import _range, _require_pil, build_transforms, pil_to_chw
+from .transforms import build_transforms, check_prob, check_range, pil_to_chw, require_pil
 
-
-def _prob(value: float, what: str) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{what}: prob must be in [0, 1], got {value!r}.")
-    return float(value)
 
 
 @TRANSFORMS.register()
@@ -58,7 +53,7 @@ class ColorJitter:
                               f"in [0, 0.5], got {brightness}, {contrast}, {saturation}, {hue}.")
         self.brightness, self.contrast, self.saturation, self.hue = \
             brightness, contrast, saturation, hue
-        self.prob = _prob(prob, "ColorJitter")
+        self.prob = check_prob(prob, "ColorJitter")
 
     @staticmethod
     def _shift_hue(img: Image.Image, shift: float) -> Image.Image:
@@ -67,7 +62,7 @@ class ColorJitter:
         return Image.merge("HSV", (h, s, v)).convert("RGB")
 
     def __call__(self, img, rng):
-        _require_pil(img, "ColorJitter")
+        require_pil(img, "ColorJitter")
         if rng.random() >= self.prob:
             return img
         enhancers = [(ImageEnhance.Brightness, self.brightness),
@@ -91,10 +86,10 @@ class RandomGrayscale:
     """With probability ``prob``, replace the colours by their luma (kept as 3 channels)."""
 
     def __init__(self, prob: float = 0.2):
-        self.prob = _prob(prob, "RandomGrayscale")
+        self.prob = check_prob(prob, "RandomGrayscale")
 
     def __call__(self, img, rng):
-        _require_pil(img, "RandomGrayscale")
+        require_pil(img, "RandomGrayscale")
         if rng.random() >= self.prob:
             return img
         return img.convert("L").convert("RGB")
@@ -110,11 +105,11 @@ class GaussianBlur:
     Gaussian for its sigma range [0.1, 2.0], so PIL's untruncated blur matches it."""
 
     def __init__(self, sigma: Sequence[float] = (0.1, 2.0), prob: float = 0.5):
-        self.sigma = _range(sigma, "GaussianBlur sigma")
-        self.prob = _prob(prob, "GaussianBlur")
+        self.sigma = check_range(sigma, "GaussianBlur sigma")
+        self.prob = check_prob(prob, "GaussianBlur")
 
     def __call__(self, img, rng):
-        _require_pil(img, "GaussianBlur")
+        require_pil(img, "GaussianBlur")
         if rng.random() >= self.prob:
             return img
         return img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*self.sigma)))
@@ -131,10 +126,10 @@ class Solarize:
         if not 0 <= threshold <= 256:
             raise ConfigError(f"Solarize: threshold must be in [0, 256], got {threshold!r}.")
         self.threshold = int(threshold)
-        self.prob = _prob(prob, "Solarize")
+        self.prob = check_prob(prob, "Solarize")
 
     def __call__(self, img, rng):
-        _require_pil(img, "Solarize")
+        require_pil(img, "Solarize")
         if rng.random() >= self.prob:
             return img
         return ImageOps.solarize(img, self.threshold)
