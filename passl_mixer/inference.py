@@ -9,11 +9,15 @@ Inputs go through exactly the preprocessing recorded in ``inference.yml`` (the e
 transforms, run by the same transform classes evaluation uses), so the predictor's output is
 the trained model's output. CPU: oneDNN on, math threads = the cores this process may use;
 ``precision='bf16'`` uses oneDNN bfloat16 where the CPU has bf16 instructions and otherwise says
-so and runs fp32. GPU: fp32, fp16 or bf16, TensorRT opt-in (``tensorrt=True``).
+so and runs fp32. GPU: fp32, fp16 or bf16, TensorRT opt-in (``tensorrt=True``). On CPU the
+process keeps the memory it frees for reuse (:func:`keep_freed_memory`; ``keep_memory=False``
+opts out).
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -50,6 +54,32 @@ def cpu_has_bf16() -> bool:
     """True when the CPU has native bfloat16 instructions (AVX512-BF16 or AMX): where oneDNN's
     bf16 kernels are fast. Without them bf16 would be emulated and slower than fp32."""
     return bool(paddle.base.core.supports_bfloat16_fast_performance())
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, glibc's <malloc.h>
+_kept_memory = False
+
+
+def keep_freed_memory() -> bool:
+    """Make this process keep the memory it frees, for reuse, instead of handing it back to the
+    operating system; True once in effect (glibc, i.e. Linux), False where it does not apply.
+
+    Paddle allocates every op's output afresh on CPU, and glibc serves large blocks (a
+    Mixer-B/16 batch of 32 has 77 MB channel-MLP activations) with mmap and unmaps them when
+    freed, so the next op's kernel first page-faults fresh zeroed memory into existence. On
+    B/16 that was ~20% of the fp32 predictor's time. Serving every block from the heap
+    (M_MMAP_MAX = 0) and never trimming it (M_TRIM_THRESHOLD) removes it, as ONNX Runtime's CPU
+    memory arena does. It is process-wide and one-way: the process stays at its peak memory.
+    """
+    global _kept_memory
+    if not _kept_memory:
+        path = ctypes.util.find_library("c")
+        libc = ctypes.CDLL(path) if path else None
+        if libc is None or not hasattr(libc, "gnu_get_libc_version"):  # not glibc
+            return False
+        _kept_memory = bool(libc.mallopt(_M_MMAP_MAX, 0)
+                            and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    return _kept_memory
 
 
 def _set(config, new: str, old: str, *args) -> None:
@@ -194,6 +224,8 @@ class Predictor:
         tensorrt: run the GPU graph through TensorRT (built for batches up to ``batch_size``).
         onednn: use oneDNN kernels on CPU (on by default; bf16 needs it).
         gpu_id: which GPU.
+        keep_memory: on CPU, call :func:`keep_freed_memory` (~20% faster for large models; the
+            process then keeps its peak memory, process-wide).
 
     Attributes: ``info`` (inference.yml), ``precision`` (the one running), ``class_names``
     (list or None), ``input_shape`` ([C, H, W]), ``output_kind`` ('logits' / 'probabilities').
@@ -201,7 +233,7 @@ class Predictor:
 
     def __init__(self, model_dir: str, device: str = "cpu", precision: str = "fp32",
                  threads: Optional[int] = None, batch_size: int = 32, tensorrt: bool = False,
-                 onednn: bool = True, gpu_id: int = 0):
+                 onednn: bool = True, gpu_id: int = 0, keep_memory: bool = True):
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}.")
         self.model_dir = model_dir
@@ -218,6 +250,8 @@ class Predictor:
             precision=precision, threads=threads, onednn=onednn, tensorrt=tensorrt,
             gpu_id=gpu_id, input_name=self.info["input"]["name"], input_shape=self.input_shape,
             max_batch=batch_size)
+        if device == "cpu" and keep_memory:
+            keep_freed_memory()
         with stdout_to_stderr():
             self._predictor = paddle_infer.create_predictor(config)
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])

@@ -92,6 +92,51 @@ def test_ssl_checkpoints_give_their_backbone(tmp_path, source, mixer_log, prefix
     assert f"ignored {len(backbone) + 1} other keys [{other}" in mixer_log.text()
 
 
+def probe_cfg(num_classes=10):
+    """A linear probe: frozen backbone, BatchNorm neck, linear head."""
+    return dict(tiny_classifier_cfg(num_classes=num_classes), freeze_backbone=True,
+                neck=dict(name="BatchNormNeck", in_channels=16))
+
+
+def test_a_checkpoint_without_neck_leaves_the_models_neck_as_built(tmp_path, source, mixer_log):
+    """A backbone-only checkpoint (published or SSL) loads into a probe with a BatchNorm neck;
+    the neck keeps its initial statistics and then normalises the frozen features."""
+    path = str(tmp_path / "src.pdparams")
+    save_weights(source.state_dict(), path)
+    model = pm.build_model(probe_cfg())
+    summary = load_pretrained(model, path)
+    assert summary["head"] == "reinitialised" and backbone_equal(model, source)
+    assert "model's BatchNormNeck keeps its initialisation" in mixer_log.text()
+    np.testing.assert_array_equal(model.neck.bn._mean.numpy(), np.zeros(16, "float32"))
+    np.testing.assert_array_equal(model.neck.bn._variance.numpy(), np.ones(16, "float32"))
+    # no scale or shift (Paddle keeps the running statistics as stop_gradient parameters)
+    assert all(p.stop_gradient for p in model.neck.parameters())
+
+    model.train()
+    x = paddle.randn([32, 3, 16, 16])
+    feats = model.extract_features(x).numpy()
+    np.testing.assert_allclose(feats.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(feats.std(0), 1, atol=1e-2)
+    assert model.neck.bn._mean.numpy().any()  # running statistics follow the features
+
+
+def test_a_checkpoint_with_a_neck_must_give_all_of_it(tmp_path):
+    paddle.seed(2)
+    trained = pm.build_model(probe_cfg())
+    trained.neck.bn._mean.set_value(np.full(16, 0.5, "float32"))
+    state = {k: v.numpy() for k, v in trained.state_dict().items()}
+    path = str(tmp_path / "probe.pdparams")
+    save_weights(state, path)
+    model = pm.build_model(probe_cfg())
+    assert load_pretrained(model, path)["head"] == "loaded"
+    np.testing.assert_array_equal(model.neck.bn._mean.numpy(), np.full(16, 0.5, "float32"))
+
+    del state["neck.bn._variance"]
+    save_weights(state, path)
+    with pytest.raises(CheckpointError, match=r"neck\.bn\._variance"):
+        load_pretrained(model, path)
+
+
 def test_bare_backbone_target(tmp_path):
     rng = np.random.default_rng(0)
     path = write_npz(tmp_path / "official.npz", official_params(rng))

@@ -7,7 +7,7 @@ import pytest
 
 import passl_mixer as pm
 from passl_mixer.errors import ConfigError, ShapeError
-from passl_mixer.models.backbones.mlp_mixer import ARCHS, linear_drop_path_rates
+from passl_mixer.models.backbones.mlp_mixer import ARCHS, TokenMixingMlp, linear_drop_path_rates
 
 
 def n_params(layer):
@@ -39,19 +39,31 @@ def test_parameter_counts_match_the_original_and_table1():
 
 
 def count_macs_with_hooks(model, x):
-    """Independent MAC count: hooks on every Linear and Conv2D see the real shapes."""
+    """Independent MAC count: hooks on every Linear and Conv2D see the real shapes. The token
+    MLPs call their Linear weights directly (W^T x), so a hook on each token MLP counts them
+    from its real input [B, S, C]."""
     total = [0]
 
     def linear_hook(layer, inputs, output):
         total[0] += int(np.prod(output.shape[:-1])) * layer.weight.shape[0] * layer.weight.shape[1]
+
+    def token_mlp_hook(layer, inputs, output):
+        batch, tokens, channels = inputs[0].shape
+        assert layer.fc1.weight.shape[0] == tokens == output.shape[1]
+        total[0] += batch * channels * 2 * layer.fc1.weight.shape[0] * layer.fc1.weight.shape[1]
 
     def conv_hook(layer, inputs, output):
         out_c, in_c, kh, kw = layer.weight.shape
         total[0] += int(np.prod(output.shape)) * in_c * kh * kw
 
     hooks = []
+    token_linears = set()
     for m in model.sublayers():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, TokenMixingMlp):
+            hooks.append(m.register_forward_post_hook(token_mlp_hook))
+            token_linears |= {id(m.fc1), id(m.fc2)}
+    for m in model.sublayers():
+        if isinstance(m, nn.Linear) and id(m) not in token_linears:
             hooks.append(m.register_forward_post_hook(linear_hook))
         elif isinstance(m, nn.Conv2D):
             hooks.append(m.register_forward_post_hook(conv_hook))
@@ -201,3 +213,26 @@ def test_arch_and_explicit_dims():
     with pytest.raises(ConfigError, match="not a multiple of patch_size"):
         pm.MlpMixer(patch_size=4, hidden_dim=8, num_blocks=1, tokens_mlp_dim=4,
                     channels_mlp_dim=8, img_size=18)
+
+
+@pytest.mark.parametrize("gelu", ["tanh", "exact"])
+def test_token_mixing_equals_the_mlp_on_the_transposed_table(gelu):
+    """W^T x (no transposes) computes Mlp(S) on x^T, in values and in every gradient."""
+    from passl_mixer.models.layers import Mlp
+
+    paddle.seed(0)
+    token = TokenMixingMlp(7, 5, gelu=gelu)
+    plain = Mlp(7, 5, gelu=gelu)
+    plain.set_state_dict(token.state_dict())
+    for p in token.parameters():  # non-zero biases, so their broadcast is checked too
+        p.set_value(paddle.randn(p.shape))
+    plain.set_state_dict(token.state_dict())
+    x = paddle.randn([3, 7, 4])
+    x.stop_gradient = False
+    ours = token(x)
+    ref = plain(x.transpose([0, 2, 1])).transpose([0, 2, 1])
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
+    grads = paddle.grad([(ours * ours).sum()], [x] + token.parameters())
+    ref_grads = paddle.grad([(ref * ref).sum()], [x] + plain.parameters())
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-4, atol=1e-5)

@@ -220,3 +220,31 @@ def test_predict_cli_skips_unreadable_images_and_reports_bad_model_dirs(tiny, tm
                     str(folder))
     assert proc.returncode == 2
     assert "holds no inference.yml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+KEEP_MEMORY_PROBE = """
+import os, numpy as np
+from passl_mixer.inference import keep_freed_memory
+
+def rss_growth_after_a_freed_block():
+    pages = lambda: int(open("/proc/self/statm").read().split()[1])
+    before = pages()
+    block = np.ones(200 * 2 ** 20 // 8)  # 200 MB, written, so resident
+    del block
+    return (pages() - before) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+print(round(rss_growth_after_a_freed_block()), keep_freed_memory(),
+      round(rss_growth_after_a_freed_block()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt, /proc")
+def test_keep_freed_memory_keeps_a_freed_block_for_reuse():
+    """By default glibc returns a freed 200 MB block to the OS at once (mmap); after
+    keep_freed_memory() the process keeps it, so the next large allocation (the next op's
+    output, in a predictor) needs no fresh pages. Run in its own process: it is one-way."""
+    out = subprocess.run([sys.executable, "-c", KEEP_MEMORY_PROBE], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.split()
+    default_growth, applied, kept_growth = int(out[0]), out[1] == "True", int(out[2])
+    assert applied
+    assert default_growth < 20 and kept_growth > 180, out

@@ -15,6 +15,8 @@ Unlike ``weights: PATH`` (an exact reload), this adapts the checkpoint to the mo
 * Head — a head with another class count (or a checkpoint without one) is dropped and the
   model's head re-initialised to zero, as the paper does for fine-tuning; the log says so.
   ``strict_head=True`` makes that an error instead.
+* Neck — a checkpoint without any ``neck.*`` key (a published or SSL backbone) leaves the
+  model's neck as built, e.g. the BatchNorm of a linear probe; the log says so.
 * Resolution — the model is built at its fine-tuning resolution (``backbone.img_size``);
   when that gives another token count than the checkpoint's, the token-mixing MLPs are resized
   (see ``resolution.py``): ``resize='blockdiag'`` is the paper's exact method, for integer side
@@ -79,6 +81,7 @@ def load_pretrained(model, path: str, img_size: Union[None, int, Sequence[int]] 
         head = "none"
     else:
         weights, head = _fit_head(model, weights, strict_head, path)
+        weights = _fit_neck(model, weights)
     set_weights(model, weights, source=source)
     logger.info("pretrained: loaded %s into %s", path, type(model).__name__)
     return {"path": path, "layout": ckpt.layout.name, "resize": resized, "head": head,
@@ -135,6 +138,16 @@ def _fit_head(model, weights, strict_head: bool, path: str):
                 " to zero" if isinstance(model.head, LinearClsHead) else "")
     rest.update({k: v.numpy() for k, v in model.state_dict().items() if k.startswith("head.")})
     return rest, "reinitialised"
+
+
+def _fit_neck(model, weights):
+    """Keep the model's own neck when the checkpoint has none; a partial one is reported."""
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("neck.")}
+    if not own or any(k.startswith("neck.") for k in weights):
+        return weights
+    logger.info("pretrained: the checkpoint has no neck: the model's %s keeps its "
+                "initialisation", type(model.neck).__name__)
+    return {**weights, **{k: v.numpy() for k, v in own.items()}}
 
 
 def load_initial_weights(model, cfg) -> Optional[str]:

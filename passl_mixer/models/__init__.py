@@ -7,8 +7,10 @@ from .backbones.mlp_mixer import ARCHS, MlpMixer
 from .heads.linear_cls_head import LinearClsHead
 from .init import init_weights
 from .layers import DropPath, Mlp
+from .necks.batch_norm import BatchNormNeck
 from .necks.mlp import MLPNeck
 from .necks.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = ["ARCHS", "MlpMixer", "LinearClsHead", "ImageClassifier", "init_weights", "DropPath",
-           "Mlp", "MLPNeck", "MoCoV3", "BYOL", "SyncBatchNorm", "convert_sync_batchnorm"]
+           "Mlp", "MLPNeck", "BatchNormNeck", "MoCoV3", "BYOL", "SyncBatchNorm",
+           "convert_sync_batchnorm"]
