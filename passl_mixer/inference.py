@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -73,9 +72,10 @@ def keep_freed_memory() -> bool:
     """
     global _kept_memory
     if not _kept_memory:
-        path = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(path) if path else None
-        if libc is None or not hasattr(libc, "gnu_get_libc_version"):  # not glibc
+        if not sys.platform.startswith("linux"):
+            return False
+        libc = ctypes.CDLL(None)  # the symbols already loaded into this process
+        if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (e.g. musl)
             return False
         _kept_memory = bool(libc.mallopt(_M_MMAP_MAX, 0)
                             and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))

@@ -57,13 +57,10 @@ def count_macs_with_hooks(model, x):
         total[0] += int(np.prod(output.shape)) * in_c * kh * kw
 
     hooks = []
-    token_linears = set()
     for m in model.sublayers():
         if isinstance(m, TokenMixingMlp):
             hooks.append(m.register_forward_post_hook(token_mlp_hook))
-            token_linears |= {id(m.fc1), id(m.fc2)}
-    for m in model.sublayers():
-        if isinstance(m, nn.Linear) and id(m) not in token_linears:
+        elif isinstance(m, nn.Linear):  # a token MLP's fc1/fc2 are never called: no double count
             hooks.append(m.register_forward_post_hook(linear_hook))
         elif isinstance(m, nn.Conv2D):
             hooks.append(m.register_forward_post_hook(conv_hook))

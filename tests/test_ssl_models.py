@@ -188,3 +188,25 @@ def test_freeze_backbone_trains_only_the_head(tiny_classifier_cfg):
     for k, v in model.backbone.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), before[k])
     assert float(model.head.fc.weight.abs().sum()) > 0
+
+
+def test_mismatched_widths_are_config_errors_at_build(tiny_classifier_cfg):
+    """A neck/head/projector/predictor whose in_channels is not the width feeding it fails at
+    build time naming the key and the width to set, not at the first batch inside Paddle."""
+    from passl_mixer.errors import ConfigError
+
+    bad = dict(tiny_classifier_cfg, head=dict(tiny_classifier_cfg["head"], in_channels=64))
+    with pytest.raises(ConfigError, match=r"model\.head\.in_channels is 64, .* 32 channels"):
+        pm.build_model(bad)
+    bad = dict(tiny_classifier_cfg, neck=dict(name="BatchNormNeck", in_channels=16))
+    with pytest.raises(ConfigError, match=r"model\.neck\.in_channels: 32"):
+        pm.build_model(bad)
+    for name in ("MoCoV3", "BYOL"):
+        cfg = ssl_cfg(name)
+        cfg["predictor"] = neck(32)  # the projector gives 16
+        with pytest.raises(ConfigError, match=r"model\.predictor\.in_channels: 16"):
+            pm.build_model(cfg)
+        cfg = ssl_cfg(name)
+        cfg["projector"] = dict(cfg["projector"], in_channels=8)
+        with pytest.raises(ConfigError, match=r"model\.projector\.in_channels: 32"):
+            pm.build_model(cfg)

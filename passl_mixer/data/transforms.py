@@ -68,6 +68,23 @@ def require_pil(img: Any, what: str) -> None:
                           f"before Normalize in the transforms list.")
 
 
+class RandomApply:
+    """Base of the PIL transforms applied to an image with probability ``prob``: one draw from
+    ``rng`` per image decides, and the subclass's ``apply(img, rng)`` does the change."""
+
+    def __init__(self, prob: float):
+        self.prob = check_prob(prob, type(self).__name__)
+
+    def __call__(self, img, rng):
+        require_pil(img, type(self).__name__)
+        if rng.random() >= self.prob:
+            return img
+        return self.apply(img, rng)
+
+    def apply(self, img: Image.Image, rng) -> Image.Image:
+        raise NotImplementedError
+
+
 def pil_to_chw(img: Image.Image) -> np.ndarray:
     """An RGB PIL image as a float32 (3, H, W) array with the raw 0..255 values."""
     return np.asarray(img, dtype=np.float32).transpose(2, 0, 1)
@@ -149,17 +166,14 @@ class RandomResizedCrop:
 
 
 @TRANSFORMS.register()
-class RandomHorizontalFlip:
+class RandomHorizontalFlip(RandomApply):
     """Mirror left-right with probability ``prob``."""
 
     def __init__(self, prob: float = 0.5):
-        self.prob = check_prob(prob, "RandomHorizontalFlip")
+        super().__init__(prob)
 
-    def __call__(self, img, rng):
-        require_pil(img, "RandomHorizontalFlip")
-        if rng.random() < self.prob:
-            return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return img
+    def apply(self, img, rng):
+        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(prob={self.prob})"

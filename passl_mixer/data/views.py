@@ -33,12 +33,12 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from ..errors import ConfigError
 from ..registry import DATASETS, TRANSFORMS
-from .transforms import build_transforms, check_prob, check_range, pil_to_chw, require_pil
+from .transforms import RandomApply, build_transforms, check_range, pil_to_chw
 
 
 
 @TRANSFORMS.register()
-class ColorJitter:
+class ColorJitter(RandomApply):
     """With probability ``prob``, change brightness, contrast, saturation and hue, in a random
     order, each by a factor drawn uniformly (torchvision's ColorJitter, applied at random).
 
@@ -53,7 +53,7 @@ class ColorJitter:
                               f"in [0, 0.5], got {brightness}, {contrast}, {saturation}, {hue}.")
         self.brightness, self.contrast, self.saturation, self.hue = \
             brightness, contrast, saturation, hue
-        self.prob = check_prob(prob, "ColorJitter")
+        super().__init__(prob)
 
     @staticmethod
     def _shift_hue(img: Image.Image, shift: float) -> Image.Image:
@@ -61,10 +61,7 @@ class ColorJitter:
         h = h.point(lambda x: (x + int(round(shift * 255))) % 256)
         return Image.merge("HSV", (h, s, v)).convert("RGB")
 
-    def __call__(self, img, rng):
-        require_pil(img, "ColorJitter")
-        if rng.random() >= self.prob:
-            return img
+    def apply(self, img, rng):
         enhancers = [(ImageEnhance.Brightness, self.brightness),
                      (ImageEnhance.Contrast, self.contrast),
                      (ImageEnhance.Color, self.saturation)]
@@ -82,16 +79,13 @@ class ColorJitter:
 
 
 @TRANSFORMS.register()
-class RandomGrayscale:
+class RandomGrayscale(RandomApply):
     """With probability ``prob``, replace the colours by their luma (kept as 3 channels)."""
 
     def __init__(self, prob: float = 0.2):
-        self.prob = check_prob(prob, "RandomGrayscale")
+        super().__init__(prob)
 
-    def __call__(self, img, rng):
-        require_pil(img, "RandomGrayscale")
-        if rng.random() >= self.prob:
-            return img
+    def apply(self, img, rng):
         return img.convert("L").convert("RGB")
 
     def __repr__(self) -> str:
@@ -99,19 +93,16 @@ class RandomGrayscale:
 
 
 @TRANSFORMS.register()
-class GaussianBlur:
+class GaussianBlur(RandomApply):
     """With probability ``prob``, blur with a Gaussian whose standard deviation (in pixels) is
     drawn uniformly from ``sigma``. BYOL's 23-pixel kernel on 224-pixel crops covers the whole
     Gaussian for its sigma range [0.1, 2.0], so PIL's untruncated blur matches it."""
 
     def __init__(self, sigma: Sequence[float] = (0.1, 2.0), prob: float = 0.5):
         self.sigma = check_range(sigma, "GaussianBlur sigma")
-        self.prob = check_prob(prob, "GaussianBlur")
+        super().__init__(prob)
 
-    def __call__(self, img, rng):
-        require_pil(img, "GaussianBlur")
-        if rng.random() >= self.prob:
-            return img
+    def apply(self, img, rng):
         return img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*self.sigma)))
 
     def __repr__(self) -> str:
@@ -119,19 +110,16 @@ class GaussianBlur:
 
 
 @TRANSFORMS.register()
-class Solarize:
+class Solarize(RandomApply):
     """With probability ``prob``, invert every pixel value >= ``threshold`` (0..255)."""
 
     def __init__(self, threshold: int = 128, prob: float = 0.2):
         if not 0 <= threshold <= 256:
             raise ConfigError(f"Solarize: threshold must be in [0, 256], got {threshold!r}.")
         self.threshold = int(threshold)
-        self.prob = check_prob(prob, "Solarize")
+        super().__init__(prob)
 
-    def __call__(self, img, rng):
-        require_pil(img, "Solarize")
-        if rng.random() >= self.prob:
-            return img
+    def apply(self, img, rng):
         return ImageOps.solarize(img, self.threshold)
 
     def __repr__(self) -> str:

@@ -1,8 +1,29 @@
-"""Building blocks shared by the models: the two-layer MLP and stochastic depth."""
+"""Building blocks shared by the models: the two-layer MLP, stochastic depth, and the check
+that chained parts (backbone -> neck -> head) agree on their feature widths."""
 from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
+
+from ..errors import ConfigError
+
+
+def check_widths(width: Optional[int], parts: Sequence[Tuple[str, Optional[nn.Layer]]]):
+    """Check that each part's ``in_channels`` equals the width of what feeds it, so a wrong
+    width is a config error at build time rather than a matmul error deep in Paddle at the
+    first batch. ``width`` is the first input's (a backbone's ``num_features``); ``parts`` are
+    (config key, layer or None) in order. Returns the width coming out of the last part."""
+    for key, part in parts:
+        if part is None:
+            continue
+        wants = getattr(part, "in_channels", None)
+        if width is not None and wants is not None and wants != width:
+            raise ConfigError(f"{key}.in_channels is {wants}, but the features it receives have "
+                              f"{width} channels: set {key}.in_channels: {width}.")
+        width = getattr(part, "out_channels", width)
+    return width
 
 
 class Mlp(nn.Layer):

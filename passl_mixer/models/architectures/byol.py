@@ -26,6 +26,7 @@ import paddle.nn.functional as F
 
 from ...errors import ShapeError
 from ...registry import MODELS, build_backbone, build_neck
+from ..layers import check_widths
 
 
 class ProjectedEncoder(nn.Layer):
@@ -35,6 +36,8 @@ class ProjectedEncoder(nn.Layer):
         super().__init__()
         self.backbone = build_backbone(backbone)
         self.projector = build_neck(projector)
+        self.out_channels = check_widths(getattr(self.backbone, "num_features", None),
+                                         [("model.projector", self.projector)])
 
     def forward(self, x):
         return self.projector(self.backbone(x))
@@ -108,6 +111,7 @@ class BYOL(nn.Layer):
         self.online = ProjectedEncoder(backbone, projector)
         self.target = frozen_copy(self.online, ProjectedEncoder(backbone, projector))
         self.predictor = build_neck(predictor)
+        check_widths(self.online.out_channels, [("model.predictor", self.predictor)])
         self.base_momentum = base_momentum
         self.momentum = base_momentum  # the rate of the latest update, for logs and tests
 

@@ -17,6 +17,7 @@ from typing import Dict, Optional
 import paddle.nn as nn
 
 from ...registry import MODELS, build_backbone, build_head, build_neck
+from ..layers import check_widths
 
 
 @MODELS.register()
@@ -27,6 +28,8 @@ class ImageClassifier(nn.Layer):
         self.backbone = build_backbone(backbone)
         self.neck = build_neck(neck)
         self.head = build_head(head)
+        check_widths(getattr(self.backbone, "num_features", None),
+                     [("model.neck", self.neck), ("model.head", self.head)])
         self.pretrained = pretrained  # applied by passl_mixer.checkpoints.load_pretrained
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:

@@ -28,6 +28,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ...registry import MODELS, build_neck
+from ..layers import check_widths
 from .byol import ProjectedEncoder, cosine_momentum, frozen_copy, momentum_update_, two_views
 
 
@@ -64,6 +65,7 @@ class MoCoV3(nn.Layer):
         self.momentum_encoder = frozen_copy(self.base_encoder,
                                             ProjectedEncoder(backbone, projector))
         self.predictor = build_neck(predictor)
+        check_widths(self.base_encoder.out_channels, [("model.predictor", self.predictor)])
         self.temperature = temperature
         self.base_momentum = base_momentum
         self.momentum = base_momentum  # the rate of the latest update, for logs and tests
