@@ -25,6 +25,7 @@ setup(
         "PyYAML>=5.4",
         "Pillow>=9.0",
         "visualdl>=2.5",
+        "pydantic>=2",
     ],
     extras_require={
         "safetensors": ["safetensors>=0.4"],

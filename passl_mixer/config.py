@@ -13,7 +13,6 @@ mappings; list indices must exist.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 from typing import Any, Dict, Iterable, List, Optional
@@ -21,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import yaml
 
 from .errors import ConfigError
-from .fileio import write_text
+from .fileio import read_text, require_file, write_text
 
 BASE_KEY = "_base_"
 
@@ -46,20 +45,24 @@ def safe_load(text_or_stream):
 DELETE_KEY = "_delete_"
 
 
-def load_yaml(path: str) -> Any:
-    """Read one YAML file with the safe loader; errors name the file and line."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"Config file '{path}' does not exist.")
-    with open(path, "r", encoding="utf-8") as f:
-        try:
-            return safe_load(f)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
-            raise ConfigError(f"YAML syntax error in {where}: {exc.problem or exc}. "
-                              f"{exc.context or ''}".strip()) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"Cannot read YAML file '{path}': {exc}") from None
+CONFIG_EXPECTED = "a YAML config file"
+
+
+def load_yaml(path: str, what: str = "Config file") -> Any:
+    """Read one YAML file with the safe loader; errors name the file and line. A missing file,
+    a directory or a binary file (a checkpoint or image given by mistake) is a ConfigError
+    naming it."""
+    text = read_text(path, what, ConfigError, CONFIG_EXPECTED,
+                     inside=("config.yaml", "model.yaml"))
+    try:
+        return safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
+        raise ConfigError(f"YAML syntax error in {where}: {exc.problem or exc}. "
+                          f"{exc.context or ''}".strip()) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Cannot read YAML file '{path}': {exc}") from None
 
 
 def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
@@ -81,11 +84,16 @@ def _load_with_bases(path: str, chain: List[str]) -> Dict[str, Any]:
         cycle = " -> ".join(chain[chain.index(path):] + [path])
         raise ConfigError(f"_base_ files include each other in a cycle: {cycle}.")
     data = load_yaml(path)
+    if data is None and not chain:  # the file given with -c: empty or only comments
+        raise ConfigError(f"Config file '{path}' is empty (or only comments); expected "
+                          f"{CONFIG_EXPECTED} holding a mapping of sections (model, data, "
+                          f"optimizer, ...).")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"Config file '{path}' must hold a mapping at the top level, "
-                          f"got {type(data).__name__}.")
+        raise ConfigError(f"Config file '{path}' holds a {type(data).__name__} at the top level; "
+                          f"expected {CONFIG_EXPECTED} holding a mapping of sections (model, "
+                          f"data, optimizer, ...).")
     bases = data.pop(BASE_KEY, [])
     if isinstance(bases, str):
         bases = [bases]
@@ -94,10 +102,9 @@ def _load_with_bases(path: str, chain: List[str]) -> Dict[str, Any]:
                           f"got {bases!r}.")
     merged: Dict[str, Any] = {}
     for base in bases:
-        base_path = os.path.join(os.path.dirname(path), base)
-        if not os.path.isfile(base_path):
-            raise ConfigError(f"'{path}' names _base_ file '{base}', which does not exist "
-                              f"(looked for '{os.path.normpath(base_path)}').")
+        base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+        require_file(base_path, f"'{path}' names _base_ file '{base}':",
+                     ConfigError, CONFIG_EXPECTED)
         merged = merge(merged, _load_with_bases(base_path, chain + [path]))
     return merge(merged, data)
 
@@ -165,13 +172,3 @@ def dump_config(cfg: Dict[str, Any], path: str) -> None:
     """Write ``cfg`` as YAML atomically (temp file, then rename)."""
     write_text(path, yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None))
 
-
-def check_keys(section: Dict[str, Any], allowed: Iterable[str], where: str) -> None:
-    """Raise a ConfigError naming any key of ``section`` that is not in ``allowed``."""
-    allowed = list(allowed)
-    for key in section:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"Unknown key '{key}' in {where}.{hint} "
-                              f"Accepted keys: {', '.join(allowed)}.")

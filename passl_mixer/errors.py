@@ -31,3 +31,11 @@ class ShapeError(PasslMixerError, ValueError):
 
 class CheckpointError(PasslMixerError, ValueError):
     """A checkpoint or weights file cannot be read or does not fit the model."""
+
+
+class WriteError(PasslMixerError, OSError):
+    """A file or directory could not be written or created (disk full, file-size limit,
+    read-only file system, a file where a folder must be). The message names the destination
+    and the operating system's reason; the atomic writers in ``fileio`` guarantee that the
+    previous file (if any) is unchanged and no temporary file is left. Also an ``OSError``, so
+    code that handles I/O failures keeps handling it."""

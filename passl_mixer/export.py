@@ -22,27 +22,36 @@ import copy
 import math
 import os
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import yaml
-from PIL import Image
 
-from .config import check_keys
-from .data.transforms import build_transforms  # importing .data also registers the datasets
+from .data.transforms import check_output_size  # importing .data registers the datasets
 from .checkpoints import load_initial_weights
 from .engine.logger import get_logger
 from .errors import ConfigError, DataError, PasslMixerError
-from .fileio import atomic_dir
+from .fileio import atomic_dir, read_text, require_dir, short_write_reason, write_error
 from .registry import DATASETS, build_model
+from .schema import Field, Section, section, validate_section
 
 INFO_FILE = "inference.yml"
 PREFIX = "inference"  # file stem of the program and parameters
 FORMATS = ("paddle", "onnx")
-EXPORT_DEFAULTS: Dict[str, Any] = dict(softmax=False, class_names=None, preprocess=None)
+
+
+@section("export")
+class ExportSection(Section):
+    softmax: bool = Field(False, description="put a softmax at the end of the graph")
+    class_names: Union[None, str, List[str]] = Field(
+        None, description="class names, or a text file with one per line (line i = class i); "
+        "default: the class names of data.val.dataset")
+    preprocess: Optional[List[Dict[str, Any]]] = Field(
+        None, description="transforms applied before the model; default data.val.transforms")
+
 # Transforms with no randomness: the only ones a predictor may apply.
 DETERMINISTIC_TRANSFORMS = ("Resize", "CenterCrop", "ResizeForEval", "Normalize")
 # onnxruntime vs Paddle: max abs difference allowed, relative to the largest output (min 1)
@@ -88,11 +97,7 @@ def input_shape(model: nn.Layer) -> List[int]:
 
 def export_settings(cfg: Dict[str, Any], softmax: Optional[bool] = None) -> Dict[str, Any]:
     """The ``export:`` section with defaults; ``softmax`` (if not None) overrides it."""
-    section = cfg.get("export") or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"The 'export' config section must be a mapping, got {section!r}.")
-    check_keys(section, EXPORT_DEFAULTS, "the 'export' section")
-    settings = {**EXPORT_DEFAULTS, **copy.deepcopy(section)}
+    settings = copy.deepcopy(validate_section(ExportSection, cfg.get("export"), "export"))
     if softmax is not None:
         settings["softmax"] = bool(softmax)
     return settings
@@ -119,12 +124,8 @@ def preprocess_config(cfg: Dict[str, Any], settings: Dict[str, Any],
     if names[-1] != "Normalize":
         raise ConfigError(f"{where} must end with Normalize (it makes the float CHW array the "
                           f"model takes), got {names}.")
-    probe = Image.new("RGB", (4 * shape[2], 4 * shape[1]))
-    out = build_transforms(transforms)(probe, np.random.default_rng(0))
-    if list(out.shape) != list(shape):
-        raise ConfigError(f"{where} turns a {probe.width}x{probe.height} image into shape "
-                          f"{list(out.shape)}, but the model takes {list(shape)}: fix the "
-                          f"resize/crop sizes.")
+    # the same check the loader makes, with the model's input shape as the required size
+    check_output_size(transforms, where, expected=shape)
     return copy.deepcopy(list(transforms))
 
 
@@ -134,10 +135,9 @@ def class_names(cfg: Dict[str, Any], settings: Dict[str, Any],
     can be read; None when unknown."""
     names = settings["class_names"]
     if isinstance(names, str):
-        if not os.path.isfile(names):
-            raise ConfigError(f"export.class_names file '{names}' does not exist.")
-        with open(names, "r", encoding="utf-8") as f:
-            names = [line.strip() for line in f if line.strip()]
+        text = read_text(names, "export.class_names file", ConfigError,
+                         "a text file with one class name per line (line i names class i)")
+        names = [line.strip() for line in text.splitlines() if line.strip()]
     if names is not None:
         names = [str(n) for n in names]
         if num_classes is not None and len(names) != num_classes:
@@ -236,11 +236,29 @@ def _export_onnx(paddle2onnx, directory: str, layer: nn.Layer, spec, opset: int,
 
 
 
+def _check_saved(directory: str, model_file: str, params_file: str) -> None:
+    """Load what paddle.jit.save wrote: its C++ writer does not report a failed write (a full
+    disk, a file-size limit), it leaves the file short. A short file is a WriteError, so the
+    export is not swapped in."""
+    from .inference import check_program_files  # inference imports this module
+    from .errors import CheckpointError
+
+    try:
+        check_program_files(directory, model_file, params_file)
+    except CheckpointError as exc:
+        bad = model_file if f"'{os.path.join(directory, model_file)}'" in str(exc) \
+            else params_file
+        path = os.path.join(directory, bad)
+        raise write_error(path, RuntimeError(f"paddle.jit.save left it incomplete: "
+                                             f"{short_write_reason(path)}")) from None
+
+
 def _check_output_dir(output_dir: str) -> None:
     """Refuse to replace a non-empty directory that is not an export: it may be anything."""
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ConfigError(f"Output '{output_dir}' exists and is not a directory.")
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and \
+    exists = require_dir(output_dir, "Output", ConfigError,
+                         "a directory to export into (a new or empty one, or a previous export)",
+                         must_exist=False)
+    if exists and os.listdir(output_dir) and \
             not os.path.isfile(os.path.join(output_dir, INFO_FILE)):
         raise ConfigError(f"Output directory '{output_dir}' is not empty and holds no "
                           f"{INFO_FILE}: export replaces the whole directory, so choose an empty "
@@ -271,6 +289,7 @@ def export_model(cfg: Dict[str, Any], output_dir: str, weights: Optional[str] = 
 
     with atomic_dir(output_dir) as tmp:
         paddle.jit.save(layer, os.path.join(tmp, PREFIX), input_spec=[spec])
+        _check_saved(tmp, program_file(tmp), PREFIX + ".pdiparams")
         info = {
             "model_name": model_name,
             "model_file": program_file(tmp),

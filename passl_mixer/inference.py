@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -32,6 +33,7 @@ from .data.transforms import build_transforms
 from .engine.logger import get_logger
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
 from .export import INFO_FILE
+from .fileio import read_text, require_dir, require_file
 
 DEVICES = ("cpu", "gpu")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -151,32 +153,91 @@ def stdout_to_stderr():
         os.close(saved)
 
 
+EXPORT_HINT = "create one with tools/export_model.py -c CFG --weights CKPT --output DIR"
+
+
 def read_model_dir(model_dir: str) -> Dict[str, Any]:
-    """``inference.yml`` of an export directory, checked to name files that exist."""
-    if not os.path.isdir(model_dir):
-        raise CheckpointError(f"Model directory '{model_dir}' does not exist; create one with "
-                              f"tools/export_model.py -c CFG --weights CKPT --output DIR.")
+    """``inference.yml`` of an export directory, checked to be well formed and to name files
+    that exist; a missing, partial or damaged export is a CheckpointError naming the file."""
+    require_dir(model_dir, "Model directory", CheckpointError,
+                f"an export directory ({EXPORT_HINT})")
     info_path = os.path.join(model_dir, INFO_FILE)
-    if not os.path.isfile(info_path):
+    if not os.path.lexists(info_path):
         raise CheckpointError(f"'{model_dir}' holds no {INFO_FILE}: it is not an export "
                               f"directory, or the export did not finish. Run "
                               f"tools/export_model.py again.")
-    with open(info_path, "r", encoding="utf-8") as f:
-        try:
-            info = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise CheckpointError(f"'{info_path}' is not valid YAML: {exc}") from None
+    expected = f"the {INFO_FILE} tools/export_model.py writes (export again)"
+    text = read_text(info_path, f"The export's {INFO_FILE}", CheckpointError, expected)
+    try:
+        info = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"'{info_path}' is not valid YAML ({exc}); expected "
+                              f"{expected}.") from None
     required = ("model_file", "params_file", "input", "output", "preprocess")
     missing = [k for k in required if not isinstance(info, dict) or k not in info]
     if missing:
         raise CheckpointError(f"'{info_path}' lacks {', '.join(missing)}: it was not written by "
                               f"tools/export_model.py or is damaged; export again.")
+    problems = [f"{k} is {info[k]!r}, not a file name" for k in ("model_file", "params_file")
+                if not isinstance(info[k], str) or not info[k]]
+    shape = info["input"].get("shape") if isinstance(info["input"], dict) else None
+    if not (isinstance(shape, list) and len(shape) == 4
+            and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            and all(d > 0 for d in shape[1:])):
+        problems.append(f"input.shape is {shape!r}, not [-1, C, H, W]")
+    elif not isinstance(info["input"].get("name"), str):
+        problems.append(f"input.name is {info['input'].get('name')!r}, not a name")
+    if not isinstance(info["output"], dict) or \
+            info["output"].get("kind") not in ("logits", "probabilities"):
+        problems.append(f"output is {info['output']!r}, not {{kind: logits or probabilities, "
+                        f"num_classes: N}}")
+    if not isinstance(info["preprocess"], list) or not info["preprocess"]:
+        problems.append(f"preprocess is {info['preprocess']!r}, not a list of transforms")
+    names = info.get("class_names")
+    if names is not None and not isinstance(names, list):
+        problems.append(f"class_names is {names!r}, not a list")
+    if problems:
+        raise CheckpointError(f"'{info_path}' is damaged: {'; '.join(problems)}. Export again.")
     absent = [info[k] for k in ("model_file", "params_file")
-              if not os.path.isfile(os.path.join(model_dir, info[k]))]
+              if not os.path.lexists(os.path.join(model_dir, info[k]))]
     if absent:
         raise CheckpointError(f"'{model_dir}' is incomplete: {', '.join(absent)} named in "
                               f"{INFO_FILE} is missing. Export again.")
+    for key in ("model_file", "params_file"):
+        require_file(os.path.join(model_dir, info[key]), f"The export's {key}", CheckpointError,
+                     "the file tools/export_model.py writes (export again)", nonempty=True)
     return info
+
+
+def check_program_files(model_dir: str, model_file: str, params_file: str,
+                        config: Optional[paddle_infer.Config] = None):
+    """Load the program and parameters of an export with Paddle Inference (which reads every
+    parameter) and return the predictor; a truncated or damaged file is a CheckpointError that
+    names it. ``config`` defaults to a plain CPU one (no graph passes: a quick load)."""
+    model_path, params_path = (os.path.join(model_dir, model_file),
+                               os.path.join(model_dir, params_file))
+    if model_file.endswith(".json"):  # the PIR program: a truncated one is not valid JSON
+        try:
+            with open(model_path, "r", encoding="utf-8") as f:
+                json.load(f)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"The program file '{model_path}' is truncated or damaged "
+                                  f"(not valid JSON: {exc}); expected the Paddle program "
+                                  f"tools/export_model.py writes. Export again.") from None
+    if config is None:
+        config = paddle_infer.Config(model_path, params_path)
+        config.disable_glog_info()
+        config.disable_gpu()
+        config.switch_ir_optim(False)
+    try:
+        with stdout_to_stderr():
+            return paddle_infer.create_predictor(config)
+    except Exception as exc:  # noqa: BLE001 - Paddle's C++ errors arrive as many Python types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"Paddle Inference cannot load the export in '{model_dir}': the "
+                              f"parameters file '{params_path}' is truncated or damaged, or does "
+                              f"not belong to '{model_file}' ({type(exc).__name__}: {first}). "
+                              f"Export again.") from None
 
 
 def to_pil(image) -> Image.Image:
@@ -252,8 +313,8 @@ class Predictor:
             max_batch=batch_size)
         if device == "cpu" and keep_memory:
             keep_freed_memory()
-        with stdout_to_stderr():
-            self._predictor = paddle_infer.create_predictor(config)
+        self._predictor = check_program_files(model_dir, self.info["model_file"],
+                                              self.info["params_file"], config)
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
 

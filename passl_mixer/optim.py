@@ -10,13 +10,15 @@ than two dimensions). ``grad_clip`` clips the global gradient norm before each u
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
 
 from .errors import ConfigError
 from .registry import LR_SCHEDULERS, OPTIMIZERS
+from .schema import (NonNegativeFloat, NonNegativeInt, PositiveFloat, Probability,
+                     check_value)
 
 
 def split_decay(model: nn.Layer, skip: Sequence[str] = ()):
@@ -37,9 +39,10 @@ def _clip(grad_clip: Optional[float]):
 
 
 @OPTIMIZERS.register(name="AdamW")
-def build_adamw(model: nn.Layer, lr, lr_scheduler=None, weight_decay: float = 0.05,
-                betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-                grad_clip: Optional[float] = None, no_weight_decay: Sequence[str] = ()):
+def build_adamw(model: nn.Layer, lr: PositiveFloat, lr_scheduler=None,
+                weight_decay: NonNegativeFloat = 0.05,
+                betas: Tuple[Probability, Probability] = (0.9, 0.999), eps: PositiveFloat = 1e-8,
+                grad_clip: Optional[PositiveFloat] = None, no_weight_decay: Sequence[str] = ()):
     """AdamW with decoupled weight decay, skipping biases, norms and ``no_weight_decay`` names."""
     decay, _ = split_decay(model, no_weight_decay)
     decay_names = {p.name for p in decay}
@@ -51,9 +54,9 @@ def build_adamw(model: nn.Layer, lr, lr_scheduler=None, weight_decay: float = 0.
 
 
 @OPTIMIZERS.register(name="SGD")
-def build_sgd(model: nn.Layer, lr, lr_scheduler=None, momentum: float = 0.9,
-              weight_decay: float = 0.0, nesterov: bool = False,
-              grad_clip: Optional[float] = None, no_weight_decay: Sequence[str] = ()):
+def build_sgd(model: nn.Layer, lr: PositiveFloat, lr_scheduler=None, momentum: Probability = 0.9,
+              weight_decay: NonNegativeFloat = 0.0, nesterov: bool = False,
+              grad_clip: Optional[PositiveFloat] = None, no_weight_decay: Sequence[str] = ()):
     """SGD with momentum; L2 weight decay (if any) skips biases, norms and ``no_weight_decay``."""
     decay, no_decay = split_decay(model, no_weight_decay)
     groups: List[Dict] = [{"params": decay, "weight_decay": weight_decay}]
@@ -91,8 +94,8 @@ class WarmupDecay(paddle.optimizer.lr.LRScheduler):
 
 def _schedule(decay):
     def build(base_lr: float, total_steps: int, steps_per_epoch: int,
-              warmup_epochs: float = 0.0, warmup_steps: Optional[int] = None,
-              min_lr: float = 0.0, warmup_start_lr: float = 0.0):
+              warmup_epochs: NonNegativeFloat = 0.0, warmup_steps: Optional[NonNegativeInt] = None,
+              min_lr: NonNegativeFloat = 0.0, warmup_start_lr: NonNegativeFloat = 0.0):
         if warmup_steps is None:
             warmup_steps = int(round(warmup_epochs * steps_per_epoch))
         return WarmupDecay(base_lr, total_steps, min(warmup_steps, total_steps), decay=decay,
@@ -108,13 +111,17 @@ LR_SCHEDULERS.register(_schedule("linear"), name="Linear")
 def build_optimizer(opt_cfg: Dict, sched_cfg: Optional[Dict], model: nn.Layer,
                     total_steps: int, steps_per_epoch: int, lr_scale: float = 1.0):
     """Build (optimizer, lr_scheduler or None) for ``model`` from the two config sections."""
+    if not isinstance(opt_cfg, dict):
+        raise ConfigError(f"optimizer must be a mapping such as {{name: AdamW, lr: 0.001}}, got "
+                          f"{opt_cfg!r}.")
     opt_cfg = dict(opt_cfg)
     if "lr" not in opt_cfg:
-        raise ConfigError("optimizer: 'lr' (the peak learning rate) is required.")
-    lr = float(opt_cfg.pop("lr")) * lr_scale
+        raise ConfigError("optimizer.lr (the peak learning rate) is required.")
+    lr = check_value(opt_cfg.pop("lr"), PositiveFloat, "optimizer.lr") * lr_scale
     scheduler = None
     if sched_cfg:
-        scheduler = LR_SCHEDULERS.build(sched_cfg, base_lr=lr, total_steps=total_steps,
-                                        steps_per_epoch=steps_per_epoch)
-    optimizer = OPTIMIZERS.build(opt_cfg, model=model, lr=lr, lr_scheduler=scheduler)
+        scheduler = LR_SCHEDULERS.build(sched_cfg, config_path="lr_scheduler", base_lr=lr,
+                                        total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    optimizer = OPTIMIZERS.build(opt_cfg, config_path="optimizer", model=model, lr=lr,
+                                 lr_scheduler=scheduler)
     return optimizer, scheduler

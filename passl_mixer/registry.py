@@ -20,6 +20,7 @@ import logging
 import sys
 from typing import Any, Callable, Dict, Iterable, Optional
 
+from . import schema
 from .errors import ConfigError, RegistryError
 
 logger = logging.getLogger(__name__)
@@ -80,52 +81,46 @@ class Registry:
         return f"Registry({self.name!r}, {sorted(self._entries)})"
 
     # -- building -------------------------------------------------------------------------
-    def build(self, cfg: Dict[str, Any], **extra) -> Any:
+    def build(self, cfg: Dict[str, Any], *, config_path: Optional[str] = None, **extra) -> Any:
         """Build ``cfg['name']`` with the other keys (and ``extra``) as keyword arguments.
 
-        ``cfg`` is deep-copied first, so the caller's dict is never changed. Unknown or missing
-        keyword arguments are reported with the class name and the keys it accepts.
+        ``cfg`` is deep-copied first, so the caller's dict is never changed. The keys are
+        validated against the class's signature (:func:`passl_mixer.schema.check_call`):
+        unknown, missing, mistyped or out-of-range keys are reported with the key's path in the
+        config (``config_path``, or found by :func:`passl_mixer.schema.tracking`), the class and
+        the keys it accepts. ``extra`` are arguments the caller injects (not config keys).
         """
+        path = config_path or schema.path_of(cfg)
         if not isinstance(cfg, dict):
-            raise ConfigError(f"A {self.name} config must be a mapping with a 'name' key, "
-                              f"got {type(cfg).__name__}: {cfg!r}.")
+            raise schema.located(f"{path or 'A ' + self.name + ' config'} must be a mapping "
+                                 f"with a 'name' key, got {type(cfg).__name__}: {cfg!r}.", path)
         if "name" not in cfg:
-            raise ConfigError(f"A {self.name} config needs a 'name' key choosing one of: "
-                              f"{', '.join(self.keys())}; got keys {sorted(cfg)}.")
+            raise schema.located(f"{path or 'A ' + self.name + ' config'} needs a 'name' key "
+                                 f"choosing one of: {', '.join(self.keys())}; got keys "
+                                 f"{sorted(cfg)}.", path)
         kwargs = copy.deepcopy(cfg)
+        schema.register_copy(cfg, kwargs)
         name = kwargs.pop("name")
+        try:
+            target = self.get(name)
+        except RegistryError as exc:
+            err = RegistryError(f"{path}.name: {exc}" if path else str(exc))
+            err.config_path = path
+            raise err from None
+        kwargs = schema.check_call(target, kwargs, path, what=f"{self.name} '{name}'",
+                                   injected=extra)
         kwargs.update(extra)
-        target = self.get(name)
-        check_kwargs(target, kwargs, what=f"{self.name} '{name}'")
-        return target(**kwargs)
-
-
-def check_kwargs(target: Callable, kwargs: Dict[str, Any], what: str) -> None:
-    """Raise a ConfigError if ``kwargs`` has a key ``target`` does not take, or lacks one it needs."""
-    try:
-        sig = inspect.signature(target)
-    except (TypeError, ValueError):  # some builtins have no signature: let the call decide
-        return
-    params = [p for p in sig.parameters.values() if p.name != "self"]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        accepted = None
-    else:
-        accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if accepted is not None:
-        unknown = [k for k in kwargs if k not in accepted]
-        if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(k, accepted, n=1, cutoff=0.6)
-                hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-            raise ConfigError(f"{what} ({_qualname(target)}) got unknown key(s) "
-                              f"{', '.join(hints)}. Accepted keys: {', '.join(accepted)}.")
-    missing = [p.name for p in params
-               if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-               and p.name not in kwargs]
-    if missing:
-        raise ConfigError(f"{what} ({_qualname(target)}) is missing required key(s) "
-                          f"{', '.join(repr(m) for m in missing)}.")
+        try:
+            return target(**kwargs)
+        except ConfigError as exc:
+            # a check inside the constructor: say which part of the config it is about, once
+            path = path or str(name)
+            named = str(exc).startswith(path) or f"{path}." in str(exc)
+            if getattr(exc, "config_path", None) is None and not named:
+                exc = type(exc)(f"{path}: {exc}")
+                exc.config_path = path
+                raise exc from None
+            raise
 
 
 def _qualname(obj) -> str:
@@ -163,6 +158,45 @@ def build_loss(cfg: Dict[str, Any]):
 def build_model(cfg: Dict[str, Any]):
     """Build an architecture (``ImageClassifier``, an SSL model, ...) from ``cfg['name']``."""
     return MODELS.build(cfg)
+
+
+def config_with_defaults(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of ``cfg`` with every documented default filled in (for ``--print-config``).
+
+    Sections with fixed keys get their :class:`~passl_mixer.schema.Section` defaults (the
+    schemas registered by the modules imported so far); each registry-built part (a mapping with
+    a ``name``) gets the defaults of its constructor's signature.
+    """
+    registries = [BACKBONES, NECKS, HEADS, MODELS, LOSSES, DATASETS, TRANSFORMS, OPTIMIZERS,
+                  LR_SCHEDULERS]
+
+    def part(name) -> Optional[Callable]:
+        found = [reg._entries[name] for reg in registries if name in reg]
+        return found[0] if len(found) == 1 else None
+
+    def fill(node: Any, path: str) -> Any:
+        if isinstance(node, list):
+            return [fill(item, f"{path}[{i}]") for i, item in enumerate(node)]
+        known = schema.SECTIONS.get(path)
+        if node is None and known is not None and path:
+            node = {}
+        if not isinstance(node, dict):
+            return node
+        out = {k: fill(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+        if known is not None:
+            for key, field in known.model_fields.items():
+                if key not in out and not field.is_required():
+                    out[key] = fill(field.get_default(), f"{path}.{key}" if path else key)
+        target = part(node.get("name")) if isinstance(node.get("name"), str) else None
+        if target is not None:
+            for p in inspect.signature(target).parameters.values():
+                if (p.name not in out and p.default is not p.empty
+                        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                        and p.name not in ("transforms", "seed")):  # given by the loader
+                    out[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+        return out
+
+    return fill(cfg, "")
 
 
 # -- plugins ------------------------------------------------------------------------------

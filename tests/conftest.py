@@ -66,7 +66,7 @@ def tiny_train_config(data_root, output_dir, **train):
                                      {"name": "RandomHorizontalFlip"}, {"name": "Normalize"}],
                       "batch_size": 16, "num_workers": 0},
             "val": {"dataset": {"name": "ImageFolder", "root": os.path.join(data_root, "val")},
-                    "transforms": [{"name": "Resize", "size": 16}, {"name": "Normalize"}],
+                    "transforms": [{"name": "Resize", "size": [16, 16]}, {"name": "Normalize"}],
                     "batch_size": 5, "num_workers": 0},
         },
         "optimizer": {"name": "AdamW", "lr": 0.003, "weight_decay": 0.05, "grad_clip": 1.0},

@@ -157,7 +157,7 @@ def test_section_errors_name_the_key(numbered_folder):
     with pytest.raises(ConfigError) as err:
         build_dataloader(section(numbered_folder, batch_size=4, num_worker=2), train=True,
                          world_size=1, rank=0)
-    assert "'num_worker'" in str(err.value) and "num_workers" in str(err.value)
+    assert "'data.train.num_worker'" in str(err.value) and "num_workers" in str(err.value)
     with pytest.raises(ConfigError, match="batch_size"):
         build_dataloader(section(numbered_folder), train=True, world_size=1, rank=0)
     with pytest.raises(ConfigError, match="transforms"):

@@ -4,6 +4,7 @@ import pytest
 
 from passl_mixer.data import Mixup
 from passl_mixer.errors import ConfigError
+from passl_mixer.schema import check_call
 
 B, C, H, W, CLASSES = 6, 3, 10, 12, 8
 
@@ -95,10 +96,19 @@ def test_switch_prob_chooses_between_mixup_and_cutmix():
     assert not any(Mixup(CLASSES, switch_prob=0.0).sample_params(rng(s))[1] for s in range(30))
 
 
-def test_bad_settings_raise_config_error():
-    with pytest.raises(ConfigError, match="batch"):
-        Mixup(CLASSES, mode="elem")
-    with pytest.raises(ConfigError):
-        Mixup(CLASSES, mixup_alpha=-1)
-    with pytest.raises(ConfigError):
-        Mixup(CLASSES, label_smoothing=1.0)
+@pytest.mark.parametrize("key, value, expected", [
+    ("mode", "elem", "data.mixup.mode.*'batch'"),
+    ("mixup_alpha", -1, "data.mixup.mixup_alpha is -1.*greater than or equal to 0"),
+    ("label_smoothing", 1.0, "data.mixup.label_smoothing is 1.0.*less than 1"),
+    ("prob", "often", "data.mixup.prob is 'often'"),
+    ("mix_alpha", 0.2, "unknown key.*data.mixup.mix_alpha.*mixup_alpha"),
+])
+def test_bad_settings_name_the_key(key, value, expected):
+    """data.mixup is checked against Mixup's signature, as the trainer does before building it."""
+    with pytest.raises(ConfigError, match=expected):
+        check_call(Mixup, {key: value}, "data.mixup", injected=("num_classes",))
+
+
+def test_mixup_without_a_class_count_says_why():
+    with pytest.raises(ConfigError, match="classifier"):
+        Mixup(None)

@@ -18,7 +18,7 @@ from passl_mixer.export import INFO_FILE, export_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_VAL = os.path.join(ROOT, "data", "digits", "val")
-VAL_TRANSFORMS = [{"name": "Resize", "size": 16}, {"name": "Normalize"}]
+VAL_TRANSFORMS = [{"name": "Resize", "size": [16, 16]}, {"name": "Normalize"}]
 
 
 def tiny_cfg(tiny_classifier_cfg):
@@ -90,12 +90,17 @@ def test_export_section_sets_softmax_class_names_and_preprocess(tmp_path, tiny_c
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["data"]["val"]["transforms"].insert(0, {"name": "RandomHorizontalFlip"}),
      "deterministic"),
-    (lambda c: c["data"]["val"]["transforms"].__setitem__(0, {"name": "Resize", "size": 20}),
+    (lambda c: c["data"]["val"]["transforms"].__setitem__(0, {"name": "Resize", "size": [20, 20]}),
      "but the model takes [3, 16, 16]"),
+    # a short-side Resize keeps the aspect ratio: a non-square image would not fit the model
+    (lambda c: c["data"]["val"]["transforms"].__setitem__(0, {"name": "Resize", "size": 16}),
+     "data.val.transforms does not end in a fixed image size: from Resize"),
+    (lambda c: c["data"]["val"].__setitem__("transforms", [{"name": "Normalize"}]),
+     "data.val.transforms sets no image size"),
     (lambda c: c["data"]["val"].pop("transforms"), "data.val.transforms"),
     (lambda c: c.__setitem__("export", {"class_names": ["a", "b"]}),
      "2 names but the model has 10"),
-    (lambda c: c.__setitem__("export", {"softmaxx": True}), "Did you mean 'softmax'"),
+    (lambda c: c.__setitem__("export", {"softmaxx": True}), "did you mean 'softmax'"),
 ])
 def test_export_rejects_bad_settings_before_writing(tmp_path, tiny_classifier_cfg, change, message):
     cfg = tiny_cfg(tiny_classifier_cfg)

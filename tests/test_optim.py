@@ -61,5 +61,5 @@ def test_sgd_with_momentum_groups(tiny_classifier_cfg):
     opt, _ = build_optimizer({"name": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
                               "grad_clip": 1.0}, None, model, 1, 1)
     assert isinstance(opt, paddle.optimizer.Momentum)
-    with pytest.raises(ConfigError, match="'lr'"):
+    with pytest.raises(ConfigError, match="optimizer.lr"):
         build_optimizer({"name": "SGD"}, None, model, 1, 1)

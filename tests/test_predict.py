@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import paddle
 import pytest
+import yaml
 from PIL import Image
 
 import passl_mixer as pm
@@ -113,11 +114,22 @@ def test_bad_inputs_are_clear_errors(tiny, tmp_path):
         predictor.predict([str(broken)])
     with pytest.raises(DataError, match="uint8"):
         predictor.predict(np.zeros((16, 16, 3), dtype=np.float32))
-    # the demo's Resize keeps the aspect ratio, so a wide image cannot fit the model
-    with pytest.raises(ShapeError, match=r"shape \[3, 16, 32\], but the model takes \[3, 16, 16\]"):
-        predictor.predict(Image.new("RGB", (64, 32)))
+    assert predictor.predict(Image.new("RGB", (64, 32))).shape == (1, 10)  # [16, 16]: stretched
     with pytest.raises(ShapeError, match="Predictor.run takes float32"):
         predictor.run(np.zeros((2, 3, 8, 8), dtype=np.float32))
+
+    # Export refuses a short-side Resize without a crop (test_export.py); an inference.yml that
+    # holds one anyway (edited by hand, or written before that check) still fails clearly on a
+    # non-square image, since the aspect ratio is kept.
+    edited = tmp_path / "edited"
+    shutil.copytree(model_dir, edited)
+    with open(edited / "inference.yml", encoding="utf-8") as f:
+        info = yaml.safe_load(f)
+    info["preprocess"] = [{"name": "Resize", "size": 16}, {"name": "Normalize"}]
+    with open(edited / "inference.yml", "w", encoding="utf-8") as f:
+        yaml.safe_dump(info, f)
+    with pytest.raises(ShapeError, match=r"shape \[3, 16, 32\], but the model takes \[3, 16, 16\]"):
+        Predictor(str(edited)).predict(Image.new("RGB", (64, 32)))
 
 
 def test_missing_or_incomplete_model_dirs_are_clear_errors(tiny, tmp_path):

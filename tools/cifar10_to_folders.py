@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from passl_mixer.cli import run  # noqa: E402
 from passl_mixer.errors import DataError  # noqa: E402
+from passl_mixer.fileio import require_file  # noqa: E402
 
 RECORD = 1 + 3 * 32 * 32
 SPLITS = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
@@ -30,6 +31,8 @@ SPLITS = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_
 def read_archive(src: str):
     """{member base name: bytes} of the batch files and the class list of the archive."""
     wanted = {name for names in SPLITS.values() for name in names} | {"batches.meta.txt"}
+    require_file(src, "--src", DataError, "cifar-10-binary.tar.gz (the CIFAR-10 binary version)",
+                 inside=("cifar-10-binary.tar.gz",), nonempty=True)
     found = {}
     try:
         with tarfile.open(src, "r:gz") as tar:

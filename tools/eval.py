@@ -17,15 +17,11 @@ def main(argv=None):
     parser = config_parser(__doc__.strip().splitlines()[0])
     args = parser.parse_args(argv)
 
-    from passl_mixer import ConfigError, load_config
+    from passl_mixer import load_config
     from passl_mixer.engine import Trainer
 
     cfg = load_config(args.config, args.override)
-    if not cfg.get("weights") and not (cfg.get("model") or {}).get("pretrained"):
-        raise ConfigError("tools/eval.py needs weights to evaluate: add -o weights=PATH (a "
-                          ".pdckpt checkpoint, .pdparams or .safetensors file).")
-    cfg.setdefault("train", {})
-    Trainer(cfg, config_name=config_name(args.config)).evaluate()
+    Trainer(cfg, config_name=config_name(args.config), eval_only=True).evaluate()
     return 0
 
 

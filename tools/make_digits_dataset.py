@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from passl_mixer.cli import run  # noqa: E402
+from passl_mixer.fileio import atomic_dir, write_text  # noqa: E402
 
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -84,22 +88,21 @@ def main(argv=None) -> int:
     labels = digits.target
     train, val = stratified_split(labels, VAL_FRACTION, SPLIT_SEED)
     for split, indices in (("train", train), ("val", val)):
-        split_dir = os.path.join(args.output, split)
-        shutil.rmtree(split_dir, ignore_errors=True)  # no stale files from an older split
-        for i in indices:
-            class_dir = os.path.join(split_dir, str(labels[i]))
-            os.makedirs(class_dir, exist_ok=True)
-            Image.fromarray(images[i], "L").save(os.path.join(class_dir, f"{i:04d}.png"),
-                                                 optimize=True)
+        # each split replaced whole, once complete: no stale files from an older split
+        with atomic_dir(os.path.join(args.output, split)) as split_dir:
+            for i in indices:
+                class_dir = os.path.join(split_dir, str(labels[i]))
+                os.makedirs(class_dir, exist_ok=True)
+                Image.fromarray(images[i], "L").save(os.path.join(class_dir, f"{i:04d}.png"),
+                                                     optimize=True)
     per_class = ", ".join(f"{c}: {np.sum(labels[train] == c)} / {np.sum(labels[val] == c)}"
                           for c in range(10))
-    with open(os.path.join(args.output, "README.md"), "w", encoding="utf-8") as f:
-        f.write(README.format(n_train=len(train),
-                              n_val=len(val), seed=SPLIT_SEED, val_fraction=VAL_FRACTION,
-                              per_class=per_class))
+    write_text(os.path.join(args.output, "README.md"),
+               README.format(n_train=len(train), n_val=len(val), seed=SPLIT_SEED,
+                             val_fraction=VAL_FRACTION, per_class=per_class))
     print(f"wrote {len(train)} train and {len(val)} val images to {args.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

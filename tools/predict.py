@@ -22,11 +22,11 @@ def list_images(path: str):
     """``path`` itself if it is a file, else the images under it (recursively, sorted)."""
     from passl_mixer.data.datasets import IMG_EXTENSIONS
     from passl_mixer.errors import DataError
+    from passl_mixer.fileio import require_dir
 
     if os.path.isfile(path):
         return [path]
-    if not os.path.isdir(path):
-        raise DataError(f"--input '{path}' is neither a file nor a folder.")
+    require_dir(path, "--input", DataError, "an image file or a folder of images")
     found = []
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))

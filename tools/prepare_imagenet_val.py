@@ -37,6 +37,7 @@ from typing import Dict, List, Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from passl_mixer.errors import DataError, PasslMixerError  # noqa: E402
+from passl_mixer.fileio import make_dir, require_dir, write_error, write_text  # noqa: E402
 
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
 META = "data/meta.mat"
@@ -158,36 +159,40 @@ def place(src: str, dst: str, link: str) -> bool:
     return True
 
 
-def write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def prepare(val_dir: str, devkit: str, output: str, layout: str = "folders",
             link: str = "symlink") -> Dict[str, int]:
     """Do the work; returns counts: images, placed (now), skipped (already there), classes."""
-    if not os.path.isdir(val_dir):
-        raise DataError(f"--val-dir '{val_dir}' is not a folder; expected the folder of the "
-                        f"50,000 ILSVRC2012_val_*.JPEG images.")
+    require_dir(val_dir, "--val-dir", DataError,
+                "the folder of the 50,000 ILSVRC2012_val_*.JPEG images")
+    require_dir(output, "--output", DataError, "a folder to arrange the images in",
+                must_exist=False)
     meta_file, ground_truth = read_devkit(devkit)
     id_to_wnid = load_id_to_wnid(meta_file, f"{devkit}: {META}")
     wnids = parse_ground_truth(ground_truth, id_to_wnid)
     classes = sorted(id_to_wnid.values())
     jobs = plan(val_dir, output, layout, wnids)
 
-    os.makedirs(output, exist_ok=True)
+    make_dir(output, "--output")
     if layout == "folders":
         for wnid in classes:  # every class gets a folder so labels match train/
-            os.makedirs(os.path.join(output, wnid), exist_ok=True)
-    placed = sum(place(src, dst, link) for src, dst in jobs)
+            make_dir(os.path.join(output, wnid), "class folder")
+    placed = 0
+    for src, dst in jobs:
+        try:
+            placed += place(src, dst, link)
+        except OSError as exc:  # disk full, ...: what is in place stays; a re-run resumes
+            if os.path.lexists(dst + ".tmp"):
+                os.remove(dst + ".tmp")
+            err = write_error(dst, exc, kept=False)
+            err.args = (f"{err} The {placed} images placed before it stay; run again to "
+                        f"finish.",)
+            raise err from None
     if layout == "list":
         label = {wnid: i for i, wnid in enumerate(classes)}
-        write_atomic(os.path.join(output, CLASS_NAMES_FILE), "".join(w + "\n" for w in classes))
-        write_atomic(os.path.join(output, LIST_FILE),
-                     "".join(f"{os.path.basename(dst)} {label[w]}\n"
-                             for (_, dst), w in zip(jobs, wnids)))
+        write_text(os.path.join(output, CLASS_NAMES_FILE), "".join(w + "\n" for w in classes))
+        write_text(os.path.join(output, LIST_FILE),
+                   "".join(f"{os.path.basename(dst)} {label[w]}\n"
+                           for (_, dst), w in zip(jobs, wnids)))
     return dict(images=len(jobs), placed=placed, skipped=len(jobs) - placed,
                 classes=len(classes))
 

@@ -81,11 +81,12 @@ def main():
     print("\n" + table)
     met = all(r["top1"] - baseline["top1"] >= 10 for r in rows if r is not baseline)
     print(f"\ngoal, each SSL probe >= random-init probe + 10 points: {'met' if met else 'NOT met'}")
-    os.makedirs(os.path.join(ROOT, args.output), exist_ok=True)
-    with open(os.path.join(ROOT, args.output, "results.json"), "w") as f:
-        json.dump({"rows": rows, "budget_s": args.budget, "goal_met": met}, f, indent=1)
-    with open(os.path.join(ROOT, args.output, "results.md"), "w") as f:
-        f.write(table + "\n")
+    sys.path.insert(0, ROOT)
+    from passl_mixer.fileio import write_text
+
+    write_text(os.path.join(ROOT, args.output, "results.json"),
+               json.dumps({"rows": rows, "budget_s": args.budget, "goal_met": met}, indent=1))
+    write_text(os.path.join(ROOT, args.output, "results.md"), table + "\n")
     return 0
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from ..engine.checkpoint import list_some, save_weights
 from ..errors import CheckpointError, ConfigError
-from ..fileio import atomic_dir, write_text
+from ..fileio import atomic_dir, require_dir, write_text
 from ..models.backbones.mlp_mixer import ARCHS, DIM_KEYS
 from ..registry import build_model
 from .reader import Checkpoint, infer_dims, read_checkpoint, token_grid
@@ -128,10 +128,10 @@ def convert_checkpoint(src: str, output: str, format: str = "pdparams",
 
 def _check_output_dir(output: str) -> None:
     """The converter replaces ``output`` as a whole, so refuse a directory holding other files."""
-    if not os.path.exists(output):
+    if not require_dir(output, "Output", CheckpointError,
+                       "a directory to write model.pdparams and model.yaml into (a new one, or a "
+                       "previous conversion's)", must_exist=False):
         return
-    if not os.path.isdir(output):
-        raise CheckpointError(f"Output '{output}' exists and is not a directory.")
     others = sorted(set(os.listdir(output)) - set(OUTPUT_FILES))
     if others:
         raise CheckpointError(f"Output directory '{output}' holds files other than a previous "

@@ -159,7 +159,7 @@ def load_initial_weights(model, cfg) -> Optional[str]:
     weights to the model. ``weights`` wins when both are set.
     """
     from ..engine.checkpoint import load_weights, set_weights
-    from ..registry import check_kwargs
+    from ..schema import check_call
 
     if cfg.get("weights"):
         path = cfg["weights"]
@@ -170,6 +170,6 @@ def load_initial_weights(model, cfg) -> Optional[str]:
     if not pretrained:
         return None
     options = pretrained if isinstance(pretrained, dict) else {"path": pretrained}
-    check_kwargs(load_pretrained, {"model": model, **options}, "model.pretrained")
+    options = check_call(load_pretrained, options, "model.pretrained", injected=("model",))
     load_pretrained(model, **options)
     return f"pretrained {options.get('path')}"

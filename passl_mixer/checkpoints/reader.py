@@ -33,15 +33,15 @@ pickles (Paddle's format): read only files you trust.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..engine.checkpoint import list_some, load_weights
+from ..engine.checkpoint import WEIGHTS_INSIDE, list_some, load_weights
 from ..errors import CheckpointError
+from ..fileio import require_file
 from .official import is_official, read_member, read_official
 
 BACKBONE = "backbone."
@@ -75,6 +75,8 @@ LAYOUTS = (
     Layout("passl_mixer", "passl_mixer state dict", BACKBONE, HEAD, "tanh"),
     Layout("timm", "timm-style state dict", "", "head.", "exact"),
 )
+CHECKPOINT_EXPECTED = ("an official Mixer .npz, or a state dict as .pdparams, .pdckpt, "
+                       ".safetensors or NumPy .npz")
 OFFICIAL = Layout("official", "official Flax Mixer .npz", "", None, "tanh")
 
 
@@ -94,19 +96,13 @@ class Checkpoint:
 
 def read_checkpoint(path: str) -> Checkpoint:
     """Read ``path`` (any supported source, see the module docstring) into a :class:`Checkpoint`."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint file '{path}' does not exist.")
+    path = require_file(path, "Checkpoint file", CheckpointError, CHECKPOINT_EXPECTED,
+                        inside=WEIGHTS_INSIDE, nonempty=True)
     with open(path, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"  # .npz archives are zip files
     if is_zip:
         return _read_npz(path)
-    try:
-        state = load_weights(path)
-    except CheckpointError as exc:
-        raise CheckpointError(
-            f"{exc} Accepted checkpoints: an official Mixer .npz, or a state dict as .pdparams, "
-            f".pdckpt, .safetensors or NumPy .npz.") from None
-    return _from_state_dict(state, path)
+    return _from_state_dict(load_weights(path, CHECKPOINT_EXPECTED), path)
 
 
 def _read_npz(path: str) -> Checkpoint:

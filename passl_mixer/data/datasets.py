@@ -23,8 +23,10 @@ import paddle
 from PIL import Image
 
 from ..errors import DataError
+from ..fileio import read_text, require_dir
 from ..registry import DATASETS
-from .transforms import build_transforms, pil_to_chw
+from .transforms import (SampleError, build_transforms, describe_sample, pil_to_chw,
+                         sample_error)
 
 logger = logging.getLogger("passl_mixer.data")
 
@@ -95,28 +97,38 @@ class _ImageDataset(paddle.io.Dataset):
         If the transforms end on a PIL image (e.g. ``transforms=None``), it is converted to a
         float32 CHW array with the raw 0..255 values, so every sample has the same type.
         """
-        rng = np.random.default_rng([self.seed, self.epoch, int(idx)])
-        img, label = self._load(int(idx))
-        img = self.transforms(img, rng)
+        idx = int(idx)
+        rng = np.random.default_rng([self.seed, self.epoch, idx])
+        img, label, path = self._load(idx)
+        try:
+            img = self.transforms(img, rng)
+        except Exception as exc:  # one message naming the sample, its file and the transform
+            raise sample_error(idx, path, exc) from exc
         if isinstance(img, Image.Image):
             img = pil_to_chw(img)
         return img, np.int64(label)
 
-    def _load(self, idx: int) -> Tuple[Image.Image, int]:
-        """Sample ``idx``, or the next readable one after it (wrapping around)."""
+    def _load(self, idx: int) -> Tuple[Image.Image, int, str]:
+        """(image, label, path) of sample ``idx``, or of the next readable one after it
+        (wrapping around)."""
         n = len(self.samples)
         attempts = min(n, MAX_READ_ATTEMPTS)
         for step in range(attempts):
             path, label = self.samples[(idx + step) % n]
             try:
-                return load_rgb(path), label
+                return load_rgb(path), label, path
             except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many exception types
                 self.num_skipped += 1
-                logger.warning("Skipping unreadable image %s (%s: %s)", path,
-                               type(exc).__name__, exc)
-        raise DataError(f"None of {attempts} consecutive images starting at "
-                        f"'{self.samples[idx][0]}' could be read (see the warnings above for "
-                        f"each file); check that the dataset files are intact.")
+                warned = self.__dict__.setdefault("_warned_unreadable", set())
+                if path not in warned:  # once per file: a whole unreadable class is tried often
+                    warned.add(path)
+                    logger.warning("Skipping unreadable image %s (%s: %s)", path,
+                                   type(exc).__name__, exc)
+        path = self.samples[idx][0]
+        raise SampleError(f"{describe_sample(idx, path)}: none of the {attempts} consecutive "
+                          f"images starting at this one could be read (see the warnings above for "
+                          f"each file); check that the dataset files are intact.", index=idx,
+                          path=path)
 
 
 @DATASETS.register()
@@ -133,10 +145,9 @@ class ImageFolder(_ImageDataset):
 
     def __init__(self, root: str, transforms: Optional[List[Dict[str, Any]]] = None,
                  extensions: Sequence[str] = IMG_EXTENSIONS, seed: int = 0):
+        require_dir(root, "ImageFolder root", DataError,
+                    "a folder with one subfolder of images per class")
         root = os.fspath(root)
-        if not os.path.isdir(root):
-            raise DataError(f"ImageFolder root '{root}' does not exist or is not a folder; "
-                            f"expected a folder with one subfolder of images per class.")
         exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
         self.root = root
         self.class_names = sorted(entry.name for entry in os.scandir(root)
@@ -165,6 +176,9 @@ class ImageFolder(_ImageDataset):
         super().__init__(samples, transforms, seed)
 
 
+LIST_FILE_EXPECTED = "a text file with one 'relative/path label' line per image"
+
+
 @DATASETS.register()
 class ImageList(_ImageDataset):
     """Images listed in a PaddleClas list file: one ``relative/path label`` per line.
@@ -181,16 +195,14 @@ class ImageList(_ImageDataset):
     def __init__(self, root: str, list_file: str,
                  transforms: Optional[List[Dict[str, Any]]] = None, seed: int = 0,
                  class_names_file: Optional[str] = None):
-        root, list_file = os.fspath(root), os.fspath(list_file)
-        if not os.path.isdir(root):
-            raise DataError(f"ImageList root '{root}' does not exist or is not a folder; it "
-                            f"should be the folder the paths in '{list_file}' are relative to.")
-        if not os.path.isfile(list_file):
-            raise DataError(f"ImageList list file '{list_file}' does not exist; expected a text "
-                            f"file with one 'relative/path label' line per image.")
+        require_dir(root, "ImageList root", DataError,
+                    f"the folder the paths in list_file '{os.fspath(list_file)}' are relative to")
+        root = os.fspath(root)
+        text = read_text(list_file, "ImageList list_file", DataError, LIST_FILE_EXPECTED)
+        list_file = os.fspath(list_file)
         self.root = root
         self.list_file = list_file
-        samples, missing = self._read_list(root, list_file)
+        samples, missing = self._read_list(root, list_file, text)
         if missing:
             shown = "; ".join(f"line {n}: '{p}'" for n, p in missing[:5])
             raise DataError(f"{len(missing)} of the {len(samples)} entries in list file "
@@ -206,40 +218,41 @@ class ImageList(_ImageDataset):
         super().__init__(samples, transforms, seed)
 
     @staticmethod
-    def _read_list(root: str, list_file: str):
-        """(samples, missing): all entries, and (line number, path) of those with no file."""
+    def _read_list(root: str, list_file: str, content: Optional[str] = None):
+        """(samples, missing): all entries, and (line number, path) of those with no file.
+        ``content`` is the list file's text (read here when not given)."""
+        if content is None:
+            content = read_text(list_file, "ImageList list_file", DataError, LIST_FILE_EXPECTED)
         samples, missing = [], []
-        with open(list_file, "r", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                text = line.strip()
-                if not text or text.startswith("#"):
-                    continue
-                fields = text.rsplit(None, 1)
-                if len(fields) != 2:
-                    raise DataError(f"{list_file}:{lineno}: expected 'relative/path label', "
-                                    f"got {text!r}.")
-                rel_path, label_text = fields
-                try:
-                    label = int(label_text)
-                except ValueError:
-                    label = None
-                if label is None or label < 0:
-                    raise DataError(f"{list_file}:{lineno}: the label {label_text!r} is not an "
-                                    f"integer >= 0 (line: {text!r}).")
-                path = os.path.join(root, rel_path)
-                if not os.path.isfile(path):
-                    missing.append((lineno, rel_path))
-                samples.append((path, label))
+        for lineno, line in enumerate(content.splitlines(), 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            fields = text.rsplit(None, 1)
+            if len(fields) != 2:
+                raise DataError(f"{list_file}:{lineno}: expected 'relative/path label', "
+                                f"got {text!r}.")
+            rel_path, label_text = fields
+            try:
+                label = int(label_text)
+            except ValueError:
+                label = None
+            if label is None or label < 0:
+                raise DataError(f"{list_file}:{lineno}: the label {label_text!r} is not an "
+                                f"integer >= 0 (line: {text!r}).")
+            path = os.path.join(root, rel_path)
+            if not os.path.isfile(path):
+                missing.append((lineno, rel_path))
+            samples.append((path, label))
         return samples, missing
 
     @staticmethod
     def _read_class_names(path: Optional[str], max_label: int) -> Optional[List[str]]:
         if path is None:
             return None
-        if not os.path.isfile(path):
-            raise DataError(f"ImageList class_names_file '{path}' does not exist.")
-        with open(path, "r", encoding="utf-8") as f:
-            names = [line.strip() for line in f if line.strip()]
+        text = read_text(path, "ImageList class_names_file", DataError,
+                         "a text file with one class name per line (line i names label i)")
+        names = [line.strip() for line in text.splitlines() if line.strip()]
         if len(names) <= max_label:
             raise DataError(f"class_names_file '{path}' names {len(names)} classes, but the list "
                             f"file uses label {max_label}; expected one name per line for labels "

@@ -1,24 +1,373 @@
-"""Build a data loader from one ``data.train`` / ``data.val`` config section."""
+"""Build a data loader from one ``data.train`` / ``data.val`` config section.
+
+The :class:`Loader` is ours, not ``paddle.io.DataLoader``, so that no failure can hang a run:
+with ``num_workers: 0`` Paddle builds batches in a thread whose exception is lost (the main
+thread then waits forever), and with workers it reports a bare "Blocking queue is killed".
+Here every failure -- in a dataset, a transform, batching, or a worker process killed by the
+system -- ends the iteration with one :class:`~passl_mixer.errors.DataError` that names the
+sample, its file and the transform (see :func:`~.transforms.sample_error`), in every process
+of a distributed run.
+"""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional
+import ctypes
+import multiprocessing
+import numbers
+import os
+import queue
+import signal
+import sys
+import threading
+from multiprocessing.connection import wait as wait_ready
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
+import numpy as np
 import paddle
 
-from ..errors import ConfigError
+from ..errors import DataError, PasslMixerError
 from ..registry import DATASETS
+from ..schema import (Field, NonNegativeInt, PositiveInt, Section, located, section,
+                      validate_section)
 from .sampler import DistributedBatchSampler
+from .transforms import (FIXED_SIZE_TRANSFORMS, Compose, SampleError, check_output_size,
+                         describe_exception, sample_error, sample_path)
 
-SECTION_KEYS = ("dataset", "transforms", "batch_size", "num_workers", "drop_last", "shuffle")
+
+
+@section("data.train")
+@section("data.val")
+class LoaderSection(Section):
+    """One loader: ``data.train`` or ``data.val``."""
+    dataset: Dict[str, Any] = Field(description="{name: ImageFolder|ImageList, root: ...}")
+    transforms: Optional[List[Dict[str, Any]]] = Field(
+        None, description="the augmentation / preprocessing pipeline, in order")
+    batch_size: PositiveInt = Field(description="images per device per step")
+    num_workers: NonNegativeInt = Field(0, description="worker processes (0: a background "
+                                        "thread loads the data)")
+    drop_last: Optional[bool] = Field(None, description="drop the last partial batch (default: "
+                                      "true for data.train, false for data.val)")
+    shuffle: Optional[bool] = Field(None, description="new order every epoch (default: true for "
+                                    "data.train, false for data.val)")
+
+# Batches built ahead of the one in use: by the thread (num_workers 0), and per worker process
+# (Paddle's DataLoader keeps the same 2 per worker).
+THREAD_PREFETCH = 2
+PREFETCH_PER_WORKER = 2
+# Seconds to wait for the loading thread to finish its current sample when iteration stops.
+JOIN_TIMEOUT = 10.0
+
+
+# -- samples and batches: the same code in the thread and in worker processes ------------------
+class _Stopped(Exception):
+    """The consumer stopped iterating: the batch being built is not needed."""
+
+
+def load_sample(dataset, index: int):
+    """``dataset[index]``; any failure becomes one :class:`SampleError` naming the sample."""
+    try:
+        return dataset[index]
+    except SampleError:
+        raise  # the dataset named the sample, its file and the transform already
+    except Exception as exc:  # noqa: BLE001 - a custom dataset may raise anything
+        raise sample_error(index, sample_path(dataset, index), exc) from exc
+
+
+def make_batch(dataset, indices: Sequence[int], where: str,
+               stop: Optional[threading.Event] = None):
+    """Load the samples ``indices`` and stack them into a batch of numpy arrays."""
+    samples = []
+    for index in indices:
+        if stop is not None and stop.is_set():
+            raise _Stopped()
+        samples.append(load_sample(dataset, index))
+    return collate(samples, indices, dataset, where)
+
+
+def _sample_name(dataset, index: int) -> str:
+    path = sample_path(dataset, index)
+    return f"sample {index} ('{path}')" if path else f"sample {index}"
+
+
+def collate(samples: List[Any], indices: Sequence[int], dataset=None, where: str = "data",
+            field: tuple = ()):
+    """Stack samples field by field, as ``paddle.io.DataLoader``'s default collation does:
+    arrays are stacked, numbers become an array, lists and tuples are collated per element
+    (into a list). Arrays of different shapes are a DataError naming the samples' files."""
+    first = samples[0]
+    if isinstance(first, np.ndarray):
+        shapes = {}
+        for pos, value in enumerate(samples):
+            shapes.setdefault(tuple(np.shape(value)), pos)
+        if len(shapes) > 1 or not all(isinstance(v, np.ndarray) for v in samples):
+            shown = "; ".join(f"{_sample_name(dataset, indices[pos])} has shape {list(shape)}"
+                              for shape, pos in list(shapes.items())[:3])
+            view = f" (view {field[-1]})" if len(field) > 1 else ""
+            raise DataError(f"Cannot batch the samples of {where}{view}: their images have "
+                            f"different shapes ({shown}). All images of a batch need one shape, "
+                            f"so the transforms must end in a fixed size: "
+                            f"{FIXED_SIZE_TRANSFORMS}. Without such a transform every image "
+                            f"must already have the same size.")
+        return np.stack(samples)
+    if isinstance(first, (np.generic, numbers.Number)):
+        return np.asarray(samples)
+    if isinstance(first, (list, tuple)):
+        if any(not isinstance(s, (list, tuple)) or len(s) != len(first) for s in samples):
+            raise DataError(f"Cannot batch the samples of {where}: "
+                            f"{_sample_name(dataset, indices[0])} has {len(first)} fields but "
+                            f"others have another number.")
+        return [collate([s[j] for s in samples], indices, dataset, where, field + (j,))
+                for j in range(len(first))]
+    raise DataError(f"Cannot batch the samples of {where}: {_sample_name(dataset, indices[0])} "
+                    f"holds a {type(first).__name__}; a dataset must return numpy arrays, "
+                    f"numbers, or lists of them.")
+
+
+def _to_tensors(batch):
+    if isinstance(batch, list):
+        return [_to_tensors(b) for b in batch]
+    return paddle.to_tensor(batch)
+
+
+# -- num_workers == 0: one thread -------------------------------------------------------------
+def _produce(dataset, index_batches, where: str, out: queue.Queue, stop: threading.Event):
+    """Thread body: put ("batch", arrays) per batch, or ("error", exception) and stop."""
+    for indices in index_batches:
+        try:
+            item = ("batch", make_batch(dataset, indices, where, stop))
+        except _Stopped:
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, re-raised there
+            item = ("error", exc)
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                pass
+        if item[0] == "error" or stop.is_set():
+            return
+
+
+# -- num_workers > 0: worker processes --------------------------------------------------------
+# Not concurrent.futures.ProcessPoolExecutor: its workers share one result pipe, so a worker
+# killed while writing a batch (by the system, or by us on Ctrl-C) leaves a half-written message
+# that the pool's reader thread then waits on forever. Here every worker has its own task and
+# result pipes, so a dead worker breaks only its own pipe, which reads as end-of-file.
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the process that forked it dies (e.g. killed
+    by the distributed launcher), so that no worker outlives its main process."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(dataset, where: str, tasks, results, parent_pid: int) -> None:
+    """A worker process: for each ``(epoch, indices)`` task, send ``("batch", arrays)`` or
+    ``("error", exception)``; end on None or when the task pipe closes. Numpy and PIL only,
+    never paddle: the main process makes the tensors."""
+    # Ctrl-C reaches the whole process group; the main process handles it and ends the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Paddle's fatal-signal handlers, inherited through fork, would print a C++ "FatalError"
+    # report when a launcher or the system terminates the worker.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the main process died before prctl took effect
+        return
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        epoch, indices = task
+        try:
+            if epoch is not None:  # the worker's copy of the dataset was forked earlier
+                dataset.set_epoch(epoch)
+            batch = make_batch(dataset, indices, where)
+        except Exception as exc:  # noqa: BLE001 - sent to the main process, raised there
+            batch, error = None, exc
+        try:
+            if batch is not None:
+                _send_batch(results, batch, where)
+                continue
+            try:
+                results.send(("error", error))
+            except OSError:
+                raise
+            except Exception:  # noqa: BLE001 - an exception that cannot be pickled
+                # pickling fails before anything is written, so the pipe is intact: send the text
+                results.send(("error", DataError(describe_exception(error))))
+        except (EOFError, OSError):
+            return  # the main process stopped listening
+
+
+# A batch crosses the pipe as a small pickled header (its list structure, dtypes and shapes)
+# and then each array's raw bytes, received straight into a new array: two copies of every
+# batch fewer than pickling it (pickle.dumps in the worker, pickle.loads here).
+def _flatten(batch, arrays: List[np.ndarray]):
+    if isinstance(batch, list):
+        return [_flatten(b, arrays) for b in batch]
+    arrays.append(np.ascontiguousarray(batch))
+    return len(arrays) - 1
+
+
+def _unflatten(spec, arrays: List[np.ndarray]):
+    if isinstance(spec, list):
+        return [_unflatten(s, arrays) for s in spec]
+    return arrays[spec]
+
+
+def _send_batch(conn, batch, where: str) -> None:
+    arrays: List[np.ndarray] = []
+    spec = _flatten(batch, arrays)
+    if any(a.dtype.hasobject for a in arrays):  # checked before anything is written
+        conn.send(("error", DataError(f"A batch of {where} holds Python objects (an array of "
+                                      f"dtype object); a dataset must return numeric arrays.")))
+        return
+    conn.send(("batch", spec, [(a.dtype.str, a.shape) for a in arrays]))
+    for a in arrays:
+        if a.nbytes:
+            conn.send_bytes(memoryview(a).cast("B"))
+
+
+def _recv_reply(conn):
+    """(kind, value) from a worker: ("batch", arrays) or ("error", exception)."""
+    reply = conn.recv()
+    if reply[0] != "batch":
+        return reply
+    _, spec, metas = reply
+    arrays = []
+    for dtype, shape in metas:
+        array = np.empty(shape, dtype)
+        if array.nbytes:
+            conn.recv_bytes_into(memoryview(array).cast("B"))
+        arrays.append(array)
+    return "batch", _unflatten(spec, arrays)
+
+
+class _Worker:
+    """One worker process and the main process's ends of its two pipes."""
+
+    def __init__(self, ctx, dataset, where: str, name: str):
+        task_read, self.tasks = ctx.Pipe(duplex=False)
+        self.results, result_write = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_worker_main, name=name, daemon=True,
+                                   args=(dataset, where, task_read, result_write, os.getpid()))
+        self.process.start()
+        # the child's ends: closed here, so the pipes break (end-of-file) when the worker dies
+        task_read.close()
+        result_write.close()
+
+    def close(self, kill: bool) -> None:
+        if kill:
+            if self.process.is_alive():
+                self.process.kill()  # SIGKILL: a worker has nothing to save
+        else:
+            try:
+                self.tasks.send(None)
+            except OSError:
+                pass
+        self.process.join(None if kill else JOIN_TIMEOUT)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.tasks.close()
+        self.results.close()
+
+
+class _WorkerPool:
+    """``num_workers`` processes forked from this one (so the dataset needs no pickling). Batch
+    k goes to worker ``k % num_workers``; each worker answers its tasks in order, so results
+    come back in batch order."""
+
+    def __init__(self, num_workers: int, dataset, where: str):
+        ctx = multiprocessing.get_context("fork")
+        self.pid = os.getpid()
+        self.where = where
+        self.workers: List[_Worker] = []
+        try:
+            for i in range(num_workers):
+                self.workers.append(_Worker(ctx, dataset, where, f"passl-mixer {where} worker {i}"))
+        except BaseException:
+            self.close(kill=True)
+            raise
+
+    @property
+    def processes(self):
+        return [w.process for w in self.workers]
+
+    def submit(self, k: int, epoch: Optional[int], indices: List[int]) -> None:
+        worker = self.workers[k % len(self.workers)]
+        try:
+            worker.tasks.send((epoch, indices))
+        except OSError:  # BrokenPipeError: the worker is gone
+            raise DataError(self._death_message(worker)) from None
+
+    def result(self, k: int):
+        """The arrays of batch ``k`` (submitted earlier); raises what the worker raised."""
+        worker = self.workers[k % len(self.workers)]
+        ready = wait_ready([worker.results, worker.process.sentinel])
+        if worker.results not in ready:  # it died without an answer
+            raise DataError(self._death_message(worker))
+        try:
+            kind, value = _recv_reply(worker.results)
+        except (EOFError, OSError):  # it died while writing the answer
+            raise DataError(self._death_message(worker)) from None
+        if kind == "error":
+            raise value
+        return value
+
+    def _death_message(self, worker: _Worker) -> str:
+        worker.process.join(1.0)
+        code = worker.process.exitcode
+        how = ""
+        if code is not None and code < 0:
+            try:
+                how = f" (killed by {signal.Signals(-code).name})"
+            except ValueError:
+                how = f" (killed by signal {-code})"
+        elif code:
+            how = f" (exit code {code})"
+        return (f"A data-loading worker process of {self.where} died{how}. A worker killed by "
+                f"SIGKILL was most likely ended by the system's out-of-memory killer (see "
+                f"'dmesg'): lower num_workers or batch_size of {self.where}.")
+
+    def close(self, kill: bool) -> None:
+        if os.getpid() != self.pid:  # a forked copy: the workers are not this process's
+            return
+        for worker in self.workers:
+            worker.close(kill)
+        self.workers = []
 
 
 class Loader:
-    """A ``paddle.io.DataLoader`` over a :class:`DistributedBatchSampler`, epoch-aware.
+    """Batches of one data section, epoch-aware, that fail loudly instead of hanging.
 
     Iterating yields ``[images, labels]``: a float32 ``[B, 3, H, W]`` and an int64 ``[B]``
     paddle Tensor, ``B`` = ``batch_size`` (smaller only in the last batch when ``drop_last``
-    is false). Call ``set_epoch(epoch)`` before iterating each epoch: it picks the shuffle order
-    and the augmentation seed, and the workers (not persistent) are started by each ``iter()``.
+    is false); a MultiView dataset gives ``[list of view tensors, labels]``. Call
+    ``set_epoch(epoch)`` before iterating each epoch: it picks the shuffle order and the
+    augmentation seed. Sample ``i`` of epoch ``e`` is the same whatever ``num_workers`` is.
+
+    How batches are made:
+
+    - ``num_workers: 0``: a background thread builds up to :data:`THREAD_PREFETCH` batches ahead
+      (decoding and resizing release the GIL, so loading overlaps the training step).
+    - ``num_workers: N``: N worker processes (forked at the first ``iter()``, numpy and PIL only)
+      build whole batches, up to ``2 N`` ahead, delivered in order. They are kept for the next
+      epoch after a complete pass; stopping early (``break``, an error, Ctrl-C) ends them and
+      the next ``iter()`` starts new ones. :meth:`close` ends them too.
+
+    Errors: a failing sample, transform or batch ends the iteration with one DataError naming
+    the sample index, its file and the transform; a worker killed by the system (e.g. out of
+    memory) is a DataError too. With ``sync_errors`` (set by :func:`build_dataloader` in an
+    initialised distributed run) the ranks agree on every batch with a one-integer all-reduce,
+    so when one rank's data fails every rank raises the same DataError before anyone enters the
+    training step's collectives (where the others would otherwise wait or crash on a dead peer).
 
     Evaluation across ranks -- each sample must count exactly once. With ``drop_last: false``
     the last global batch is padded with repeated samples so every rank runs the same number
@@ -36,18 +385,17 @@ class Loader:
     first ``loader.num_samples`` rows gives every sample once, in the sampler's global order.
     """
 
-    def __init__(self, dataset, batch_sampler: DistributedBatchSampler, num_workers: int):
+    def __init__(self, dataset, batch_sampler: DistributedBatchSampler, num_workers: int = 0,
+                 where: str = "data", sync_errors: bool = False):
         self.dataset = dataset
         self.batch_sampler = batch_sampler
-        self.num_workers = num_workers
+        self.num_workers = int(num_workers)
         self.batch_size = batch_sampler.batch_size
         self.global_batch_size = batch_sampler.global_batch_size
         self.num_samples = len(dataset)
-        # Shared memory off: it only saves one copy of each batch, and Paddle's shared-memory
-        # path needs a large /dev/shm, which containers often do not have.
-        self._loader = paddle.io.DataLoader(dataset, batch_sampler=batch_sampler,
-                                            num_workers=num_workers, use_shared_memory=False,
-                                            persistent_workers=False)
+        self.where = where  # names the data section in messages, e.g. 'data.val'
+        self.sync_errors = bool(sync_errors)
+        self._pool: Optional[_WorkerPool] = None
 
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
@@ -57,47 +405,152 @@ class Loader:
         """Real (not padding) rows at the start of this rank's ``batch_index``-th batch."""
         return self.batch_sampler.num_valid(batch_index)
 
-    def __iter__(self) -> Iterator:
-        return iter(self._loader)
-
     def __len__(self) -> int:
         return len(self.batch_sampler)
+
+    def __iter__(self) -> Iterator:
+        index_batches = list(self.batch_sampler)  # this epoch's order, fixed now
+        epoch = getattr(self.dataset, "epoch", None)
+        if self.num_workers > 0:
+            source = self._pool_batches(index_batches, epoch)
+        else:
+            source = self._thread_batches(index_batches)
+        return self._iterate(source, len(index_batches))
+
+    def _iterate(self, source, num_batches: int):
+        try:
+            for _ in range(num_batches):
+                error = None
+                try:
+                    batch = next(source)
+                except Exception as exc:  # noqa: BLE001 - agreed on below, then re-raised
+                    error = exc
+                if self.sync_errors:
+                    self._agree(error)
+                if error is not None:
+                    raise error
+                yield _to_tensors(batch)
+        finally:
+            source.close()
+
+    def _agree(self, error: Optional[BaseException]) -> None:
+        """All ranks: raise the same DataError if any rank's batch failed."""
+        import paddle.distributed as dist
+
+        flag = paddle.to_tensor([0 if error is None else 1], dtype="int32")
+        dist.all_reduce(flag)
+        if int(flag.item()) == 0:
+            return
+        messages: List[Optional[str]] = []
+        dist.all_gather_object(messages, None if error is None else describe_exception(error))
+        if error is not None and not isinstance(error, PasslMixerError):
+            raise error  # a bug here: keep its traceback (the other ranks report it in one line)
+        failed = "; ".join(f"on rank {rank} of {len(messages)}: {message}"
+                           for rank, message in enumerate(messages) if message is not None)
+        raise DataError(f"Data loading failed {failed}") from error
+
+    # -- num_workers == 0 ---------------------------------------------------------------------
+    def _thread_batches(self, index_batches):
+        out: queue.Queue = queue.Queue(maxsize=THREAD_PREFETCH)
+        stop = threading.Event()
+        thread = threading.Thread(target=_produce, name=f"passl-mixer {self.where} loader",
+                                  args=(self.dataset, index_batches, self.where, out, stop),
+                                  daemon=True)
+        thread.start()
+        try:
+            for _ in index_batches:
+                kind, value = out.get()
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            stop.set()  # the thread stops before its next sample
+            thread.join(JOIN_TIMEOUT)
+
+    # -- num_workers > 0 ----------------------------------------------------------------------
+    @property
+    def _workers(self) -> List[Any]:
+        """The worker processes (none without a pool)."""
+        return self._pool.processes if self._pool is not None else []
+
+    def _pool_batches(self, index_batches, epoch: Optional[int]):
+        if self._pool is None or self._pool.pid != os.getpid():
+            self._pool = _WorkerPool(self.num_workers, self.dataset, self.where)
+        pool = self._pool
+        window = PREFETCH_PER_WORKER * self.num_workers
+        complete = False
+        try:
+            for k in range(min(window, len(index_batches))):
+                pool.submit(k, epoch, index_batches[k])
+            for k in range(len(index_batches)):
+                batch = pool.result(k)
+                if k + window < len(index_batches):
+                    pool.submit(k + window, epoch, index_batches[k + window])
+                complete = k == len(index_batches) - 1  # nothing left in the workers
+                yield batch
+        finally:
+            if not complete:  # break, error or Ctrl-C: end the workers now
+                self._shutdown_pool(kill=True)
+
+    def _shutdown_pool(self, kill: bool) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(kill)
+
+    def close(self) -> None:
+        """End the worker processes, if any (a later ``iter()`` starts new ones)."""
+        self._shutdown_pool(kill=False)
+
+    def __del__(self):
+        try:
+            self._shutdown_pool(kill=True)
+        except Exception:  # noqa: BLE001 - at interpreter exit anything may be gone already
+            pass
+
+
+def _pipelines(dataset, split: str):
+    """(config location, Compose) of each transform pipeline ``dataset`` applies."""
+    views = getattr(dataset, "views", None)
+    if isinstance(views, (list, tuple)) and views and all(isinstance(v, Compose) for v in views):
+        return [(f"data.{split}.dataset.views[{v}]", pipeline) for v, pipeline in enumerate(views)]
+    transforms = getattr(dataset, "transforms", None)
+    return [(f"data.{split}.transforms", transforms)] if isinstance(transforms, Compose) else []
+
+
+def _distributed(world_size: int) -> bool:
+    """Whether this process is one of ``world_size`` > 1 in an initialised process group."""
+    import paddle.distributed as dist
+
+    return world_size > 1 and dist.is_initialized() and dist.get_world_size() == world_size
 
 
 def build_dataloader(cfg: Dict[str, Any], train: bool, seed: int = 0,
                      world_size: Optional[int] = None, rank: Optional[int] = None) -> Loader:
-    """Build the :class:`Loader` for one data section.
+    """Build the :class:`Loader` for one data section (its keys: :class:`LoaderSection`).
 
-    ``cfg`` keys: ``dataset`` (a ``{name: ImageFolder|ImageList, ...}`` mapping), ``transforms``
-    (list of transform mappings), ``batch_size`` (per device, required), ``num_workers``
-    (default 0), ``drop_last`` and ``shuffle`` (default: true for ``train``, false otherwise).
     ``seed`` seeds both the shuffle and the augmentation. ``world_size``/``rank`` default to
     ``paddle.distributed.get_world_size()`` / ``get_rank()``.
     """
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"A data section must be a mapping with keys {', '.join(SECTION_KEYS)}, "
-                          f"got {type(cfg).__name__}: {cfg!r}.")
-    unknown = [k for k in cfg if k not in SECTION_KEYS]
-    if unknown:
-        raise ConfigError(f"Unknown key(s) {', '.join(repr(k) for k in unknown)} in the "
-                          f"{'train' if train else 'val'} data section. "
-                          f"Accepted keys: {', '.join(SECTION_KEYS)}.")
-    for key in ("dataset", "batch_size"):
-        if key not in cfg:
-            raise ConfigError(f"The {'train' if train else 'val'} data section needs a "
-                              f"'{key}' key.")
+    split = "train" if train else "val"
+    cfg = validate_section(LoaderSection, cfg, f"data.{split}")
     for key in ("transforms", "seed"):
-        if isinstance(cfg["dataset"], dict) and key in cfg["dataset"]:
-            raise ConfigError(f"'dataset' must not set '{key}': the loader passes it (transforms "
-                              f"from the data section, seed from the run's seed).")
-    num_workers = cfg.get("num_workers", 0)
-    if not (isinstance(num_workers, int) and num_workers >= 0):
-        raise ConfigError(f"num_workers must be an int >= 0, got {num_workers!r}.")
+        if key in cfg["dataset"]:
+            raise located(f"data.{split}.dataset must not set '{key}': the loader passes it "
+                          f"(transforms from data.{split}.transforms, seed from train.seed).",
+                          f"data.{split}.dataset.{key}")
+    num_workers = cfg["num_workers"]
     world_size = paddle.distributed.get_world_size() if world_size is None else world_size
     rank = paddle.distributed.get_rank() if rank is None else rank
 
-    dataset = DATASETS.build(cfg["dataset"], transforms=cfg.get("transforms"), seed=seed)
+    dataset = DATASETS.build(cfg["dataset"], config_path=f"data.{split}.dataset",
+                             transforms=cfg["transforms"], seed=seed)
+    # A pipeline whose output size follows the input's (a short-side Resize, no crop) could
+    # not batch images of different shapes: a ConfigError now, not a DataError mid-epoch.
+    for where, pipeline in _pipelines(dataset, split):
+        check_output_size(pipeline, where, allow_unchanged=True)
+    shuffle = train if cfg["shuffle"] is None else cfg["shuffle"]
+    drop_last = train if cfg["drop_last"] is None else cfg["drop_last"]
     sampler = DistributedBatchSampler(len(dataset), cfg["batch_size"], num_replicas=world_size,
-                                      rank=rank, shuffle=cfg.get("shuffle", train), seed=seed,
-                                      drop_last=cfg.get("drop_last", train))
-    return Loader(dataset, sampler, num_workers)
+                                      rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    return Loader(dataset, sampler, num_workers, where=f"data.{split}",
+                  sync_errors=_distributed(world_size))

@@ -7,13 +7,14 @@ smoothing applied. Randomness comes from the ``numpy.random.Generator`` passed i
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Literal, Tuple
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 from ..errors import ConfigError
+from ..schema import DropRate, NonNegativeFloat, PositiveInt, Probability
 
 
 class Mixup:
@@ -26,22 +27,14 @@ class Mixup:
     0) the targets are the label-smoothed one-hot labels.
     """
 
-    MODES = ("batch",)
-
-    def __init__(self, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0,
-                 prob: float = 1.0, switch_prob: float = 0.5, label_smoothing: float = 0.1,
-                 mode: str = "batch"):
-        if mode not in self.MODES:
-            raise ConfigError(f"Mixup mode '{mode}' is not supported. "
-                              f"Accepted modes: {', '.join(self.MODES)}.")
+    # The annotations are the config schema of data.mixup (checked by schema.check_call).
+    def __init__(self, num_classes: PositiveInt, mixup_alpha: NonNegativeFloat = 0.8,
+                 cutmix_alpha: NonNegativeFloat = 1.0, prob: Probability = 1.0,
+                 switch_prob: Probability = 0.5, label_smoothing: DropRate = 0.1,
+                 mode: Literal["batch"] = "batch"):
         if not (isinstance(num_classes, int) and num_classes >= 1):
-            raise ConfigError(f"Mixup num_classes must be an int >= 1, got {num_classes!r}.")
-        if mixup_alpha < 0 or cutmix_alpha < 0:
-            raise ConfigError(f"Mixup alphas must be >= 0, got mixup_alpha={mixup_alpha!r}, "
-                              f"cutmix_alpha={cutmix_alpha!r}.")
-        if not 0 <= label_smoothing < 1:
-            raise ConfigError(f"Mixup label_smoothing must be in [0, 1), "
-                              f"got {label_smoothing!r}.")
+            raise ConfigError(f"Mixup needs the model's class count (an int >= 1), got "
+                              f"{num_classes!r}: data.mixup only applies to a classifier.")
         self.num_classes = num_classes
         self.mixup_alpha = float(mixup_alpha)
         self.cutmix_alpha = float(cutmix_alpha)

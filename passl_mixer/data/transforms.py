@@ -8,16 +8,23 @@ the dataset can make augmentation a pure function of (seed, epoch, sample index)
 Order in a pipeline: the PIL transforms (crops, resizes, flips, RandAugment) first, then
 :class:`Normalize` (PIL -> float32 CHW array), then :class:`RandomErasing` (works on the array).
 A transform given the wrong kind of input says so instead of failing deep inside PIL or numpy.
+
+Failures are reported once, with what failed: :class:`Compose` marks an exception with the
+transform that raised it, a dataset turns it into a :class:`SampleError` naming the sample and
+its file (:func:`sample_error`), and :func:`check_output_size` finds at build time a pipeline
+whose output size depends on the input image (so that its images could not be batched).
 """
 from __future__ import annotations
 
 import math
+import os
+import traceback
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError, PasslMixerError
 from ..registry import TRANSFORMS
 
 INTERPOLATIONS = {
@@ -91,18 +98,99 @@ def pil_to_chw(img: Image.Image) -> np.ndarray:
 
 
 class Compose:
-    """Apply transforms in order, passing the same generator to each."""
+    """Apply transforms in order, passing the same generator to each.
+
+    An exception keeps its type and message (so calling a pipeline directly raises what the
+    transform raised), but is marked with the transform that raised it: :func:`failed_transform`
+    reads the mark, and :func:`sample_error` names that transform.
+    """
 
     def __init__(self, transforms: List[Any]):
         self.transforms = list(transforms)
 
     def __call__(self, img, rng: np.random.Generator):
         for t in self.transforms:
-            img = t(img, rng)
+            try:
+                img = t(img, rng)
+            except Exception as exc:
+                try:  # the outermost Compose marks last: it holds the transform the config names
+                    exc.passl_mixer_transform = t
+                except (AttributeError, TypeError):  # an exception type without a __dict__
+                    pass
+                raise
         return img
 
     def __repr__(self) -> str:
         return f"Compose({self.transforms})"
+
+
+def failed_transform(exc: BaseException) -> Optional[Any]:
+    """The transform a :class:`Compose` saw raise ``exc``, or None."""
+    return getattr(exc, "passl_mixer_transform", None)
+
+
+class SampleError(DataError):
+    """One sample could not be made; the message names it (index and file) and what failed.
+
+    ``index``, ``path`` and ``transform`` (the failing transform's repr, or None) are kept as
+    attributes, also through pickling (a worker process sends its errors to the main one).
+    """
+
+    def __init__(self, message: str, index: Optional[int] = None, path: Optional[str] = None,
+                 transform: Optional[str] = None):
+        super().__init__(message)
+        self.index, self.path, self.transform = index, path, transform
+
+    def __reduce__(self):
+        return type(self), (str(self), self.index, self.path, self.transform)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``exc``'s message; for an exception that is not a PasslMixerError (a bug, or PIL or numpy
+    failing), with its type and the line that raised it, since no traceback is printed."""
+    if isinstance(exc, PasslMixerError):
+        return str(exc)
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (raised at {os.path.basename(last.filename)}:{last.lineno} in {last.name})"
+    return text
+
+
+def sample_path(dataset: Any, index: int) -> Optional[str]:
+    """The file of sample ``index``: ``dataset.samples[index][0]``, looking through wrappers
+    that keep the wrapped dataset as ``.dataset`` (MultiView); None when unknown."""
+    for _ in range(8):
+        samples = getattr(dataset, "samples", None)
+        if samples is not None:
+            try:
+                return str(samples[index][0])
+            except (IndexError, KeyError, TypeError):
+                return None
+        dataset = getattr(dataset, "dataset", None)
+        if dataset is None:
+            return None
+    return None
+
+
+def describe_sample(index: int, path: Optional[str]) -> str:
+    return f"Sample {index} ('{path}')" if path else f"Sample {index}"
+
+
+def sample_error(index: int, path: Optional[str], exc: BaseException,
+                 view: Optional[int] = None) -> SampleError:
+    """The :class:`SampleError` for ``exc``, raised while making sample ``index`` from ``path``:
+    "Sample 17 ('a.png') failed in transform Resize(size=[16, 16]): <what it raised>"."""
+    if isinstance(exc, SampleError):
+        return exc
+    transform = failed_transform(exc)
+    where = f"failed in transform {transform!r}" if transform is not None else "failed"
+    if view is not None:
+        where += f" of view {view}"
+    return SampleError(f"{describe_sample(index, path)} {where}: {describe_exception(exc)}",
+                       index=index, path=path,
+                       transform=None if transform is None else repr(transform))
 
 
 def build_transforms(cfgs: Optional[List[Dict[str, Any]]]) -> Compose:
@@ -113,6 +201,111 @@ def build_transforms(cfgs: Optional[List[Dict[str, Any]]]) -> Compose:
         raise ConfigError(f"transforms must be a list of {{name: ...}} mappings, "
                           f"got {type(cfgs).__name__}: {cfgs!r}.")
     return Compose([TRANSFORMS.build(cfg) for cfg in cfgs])
+
+
+# -- the output size of a pipeline -----------------------------------------------------------
+# Test images (width, height): wide, tall and square, so a size that follows the input's shows.
+PROBE_SIZES = ((320, 240), (240, 400), (288, 288))
+FIXED_SIZE_TRANSFORMS = ("Resize with size [height, width], CenterCrop, ResizeForEval or "
+                         "RandomResizedCrop")
+
+
+def _probe_image(width: int, height: int) -> Image.Image:
+    """A smooth colour gradient: not flat, so contrast/equalize-like ops act as on a photo."""
+    xs = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    ys = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    return Image.fromarray(np.stack([xs, ys, (xs + ys) / 2], -1).astype(np.uint8), "RGB")
+
+
+def _image_size(out: Any) -> Optional[Tuple[int, int]]:
+    """(width, height) of a PIL image or a CHW array; None for anything else."""
+    if isinstance(out, Image.Image):
+        return out.size
+    if isinstance(out, np.ndarray) and out.ndim == 3:
+        return int(out.shape[2]), int(out.shape[1])
+    return None
+
+
+def _chw_shape(out: Any) -> List[int]:
+    if isinstance(out, Image.Image):
+        return [len(out.getbands()), out.height, out.width]
+    return [int(s) for s in out.shape]
+
+
+def check_output_size(transforms: Union[Compose, List[Dict[str, Any]], None], where: str,
+                      expected: Optional[Sequence[int]] = None,
+                      allow_unchanged: bool = False) -> Optional[List[int]]:
+    """Check that a pipeline turns every image into one fixed size; return that [C, H, W].
+
+    The pipeline runs on a wide, a tall and a square test image (:data:`PROBE_SIZES`). A
+    ConfigError naming ``where`` (e.g. ``data.val.transforms``) is raised when
+
+    - a transform fails on a test image (e.g. a transform on the wrong side of Normalize);
+    - the output size depends on the input's and differs from it, e.g. a short-side
+      ``Resize: {size: 16}`` with no crop after it: the error names the transform from which on
+      the size follows the input;
+    - ``expected`` is given (export: the model's input) and the fixed shape is another one;
+    - the output size is the input's (no transform sets a size, e.g. ``[Normalize]``), unless
+      ``allow_unchanged``: a dataset of images of one size needs no resize (the loader then
+      reports, naming the files, images of another size when it batches them). None is returned
+      then, and also when a custom transform returns something that is not an image or array.
+    """
+    pipeline = transforms if isinstance(transforms, Compose) else build_transforms(transforms)
+    traces: List[List[Optional[Tuple[int, int]]]] = []  # per probe: size after each transform
+    outputs = []
+    for width, height in PROBE_SIZES:
+        img, rng, sizes = _probe_image(width, height), np.random.default_rng(0), []
+        for t in pipeline.transforms:
+            try:
+                img = t(img, rng)
+            except Exception as exc:  # noqa: BLE001 - any failure here is a broken pipeline
+                raise ConfigError(f"{where}: {t!r} fails on a {width}x{height} test image: "
+                                  f"{describe_exception(exc)}") from None
+            sizes.append(_image_size(img))
+        traces.append(sizes)
+        outputs.append(img)
+    steps = [tuple(sizes[j] for sizes in traces) for j in range(len(pipeline.transforms))]
+    if steps and any(size is None for size in steps[-1]):
+        return None  # a custom transform's output, neither an image nor a CHW array
+
+    def state(sizes) -> str:
+        if len(set(sizes)) == 1:
+            return "fixed"
+        return "input" if list(sizes) == list(PROBE_SIZES) else "variable"
+
+    final = state(steps[-1]) if steps else "input"
+    if final == "fixed":
+        shape = _chw_shape(outputs[0])
+        if expected is not None and list(shape) != list(expected):
+            w, h = PROBE_SIZES[0]
+            raise ConfigError(f"{where} turns a {w}x{h} image into shape {shape}, but the model "
+                              f"takes {list(expected)}: fix the resize/crop sizes.")
+        return shape
+    if final == "input":
+        if allow_unchanged:
+            return None
+        reason = f"the model takes {list(expected)}" if expected is not None else \
+            "images of different sizes cannot be batched"
+        raise ConfigError(f"{where} sets no image size: every image keeps its own, but "
+                          f"{reason}. Add a transform that sets the size: "
+                          f"{FIXED_SIZE_TRANSFORMS}.")
+    (w0, h0), (w1, h1) = PROBE_SIZES[:2]
+    (a0, b0), (a1, b1) = steps[-1][:2]
+    examples = f"a {w0}x{h0} image becomes {a0}x{b0}, a {w1}x{h1} one {a1}x{b1}"
+    # The transform from which on the size depends on the input image (the last time it did
+    # not); usually a short-side Resize with no crop after it.
+    culprit = 0
+    for j in range(len(steps)):
+        if state(steps[j]) == "variable" and (j == 0 or state(steps[j - 1]) != "variable"):
+            culprit = j
+    t = pipeline.transforms[culprit]
+    hint = " (a Resize with one int keeps the aspect ratio: give it [height, width], or put a " \
+        "CenterCrop after it)" if getattr(t, "short_side", False) else ""
+    use = "batched or fed to the model" if expected is not None else "batched"
+    raise ConfigError(f"{where} does not end in a fixed image size: from {t!r} on, the size "
+                      f"depends on the input image's ({examples}), so images of different shapes "
+                      f"could not be {use}. End the list with a transform that sets the size: "
+                      f"{FIXED_SIZE_TRANSFORMS}{hint}.")
 
 
 @TRANSFORMS.register()

@@ -33,7 +33,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from ..errors import ConfigError
 from ..registry import DATASETS, TRANSFORMS
-from .transforms import RandomApply, build_transforms, check_range, pil_to_chw
+from .transforms import (RandomApply, build_transforms, check_range, pil_to_chw,
+                         sample_error, sample_path)
 
 
 
@@ -163,10 +164,15 @@ class MultiView(paddle.io.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, idx: int):
-        raw, label = self.dataset[idx]  # float32 (3, H, W) holding whole values 0..255
+        idx = int(idx)
+        # float32 (3, H, W) holding whole values 0..255; the wrapped dataset names a failure
+        raw, label = self.dataset[idx]
         img = Image.fromarray(raw.transpose(1, 2, 0).astype(np.uint8), "RGB")
         out = []
         for v, transforms in enumerate(self.views):
-            view = transforms(img, np.random.default_rng([self.seed, self.epoch, int(idx), v]))
+            try:
+                view = transforms(img, np.random.default_rng([self.seed, self.epoch, idx, v]))
+            except Exception as exc:  # one message naming the sample, file, transform and view
+                raise sample_error(idx, sample_path(self, idx), exc, view=v) from exc
             out.append(pil_to_chw(view) if isinstance(view, Image.Image) else view)
         return out, label

@@ -18,52 +18,84 @@ import numpy as np
 import paddle
 
 from ..errors import CheckpointError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, describe_file, require_file
 
 CKPT_EXT = ".pdckpt"
+CHECKPOINT_EXPECTED = "a .pdckpt training checkpoint written by tools/train.py"
+WEIGHTS_EXPECTED = "a .pdckpt training checkpoint, .pdparams or .safetensors weights file"
+# looked for inside a directory given where a checkpoint or weights file belongs
+WEIGHTS_INSIDE = (f"checkpoints/latest{CKPT_EXT}", f"latest{CKPT_EXT}", "model.pdparams",
+                  "model.safetensors")
 
 
 def save_checkpoint(state: Dict[str, Any], path: str) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "checkpoint") as tmp:
         paddle.save(state, tmp)
 
 
+def _unreadable(path: str, what: str, expected: str, exc: BaseException) -> CheckpointError:
+    """The error for a file Paddle cannot read: what the file looks like, and Paddle's words."""
+    kind = describe_file(path)
+    looks = (f"it is {kind}" if not kind.startswith("a Python pickle") and "binary" not in kind
+             else "it is truncated or not a Paddle file")
+    hint = (" An official .npz or another framework's weights load through model.pretrained, or "
+            "convert them with tools/convert_checkpoint.py." if kind.startswith("a zip") else "")
+    return CheckpointError(f"Cannot read {what} '{path}': {looks} ({type(exc).__name__}: "
+                           f"{exc}); expected {expected}.{hint}")
+
+
 def load_checkpoint(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+    path = require_file(path, "Checkpoint", CheckpointError, CHECKPOINT_EXPECTED,
+                        inside=WEIGHTS_INSIDE[:2], nonempty=True)
     try:
         state = paddle.load(path)
     except Exception as exc:  # noqa: BLE001 - paddle raises many kinds for a bad file
-        raise CheckpointError(f"Cannot read checkpoint '{path}': it is truncated or not a Paddle "
-                              f"checkpoint ({type(exc).__name__}: {exc}).") from None
+        raise _unreadable(path, "checkpoint", CHECKPOINT_EXPECTED, exc) from None
     if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"'{path}' is not a passl_mixer training checkpoint (no 'model' "
-                              f"entry); for plain weights use load_weights().")
+        got = ("a state dict without a 'model' entry" if isinstance(state, dict) else
+               f"{describe_file(path)}, read by Paddle as a {type(state).__name__}")
+        raise CheckpointError(f"'{path}' is not a passl_mixer training checkpoint: it is {got}; "
+                              f"expected {CHECKPOINT_EXPECTED} (for plain weights use "
+                              f"load_weights() / weights: PATH).")
     return state
 
 
 def save_weights(state_dict: Dict[str, Any], path: str) -> None:
     """Save model weights as ``.pdparams`` (pickle) or ``.safetensors`` (by the extension)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "weights") as tmp:
         if path.endswith(".safetensors"):
             try:
                 from safetensors.numpy import save_file
             except ImportError:
                 raise CheckpointError("Saving .safetensors needs the 'safetensors' package: "
                                       "pip install safetensors.") from None
-            save_file({k: np.ascontiguousarray(_to_numpy(v)) for k, v in state_dict.items()}, tmp)
+            arrays = {k: np.ascontiguousarray(_to_numpy(v)) for k, v in state_dict.items()}
+            try:
+                save_file(arrays, tmp)
+            except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+                raise _as_os_error(exc) from None
         else:
             paddle.save({k: v for k, v in state_dict.items()}, tmp)
+
+
+def _as_os_error(exc: BaseException) -> BaseException:
+    """safetensors (Rust) reports a failed write as 'I/O error: ... (os error 27)': make that
+    the OSError it is, so the atomic writer reports it as a write error; anything else as is."""
+    m = re.search(r"os error (\d+)", str(exc))
+    if isinstance(exc, OSError) or not m:
+        return exc
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1))))
 
 
 def _to_numpy(v):
     return v.numpy() if isinstance(v, paddle.Tensor) else np.asarray(v)
 
 
-def load_weights(path: str) -> Dict[str, np.ndarray]:
-    """Model weights from a training checkpoint, a ``.pdparams`` state dict or ``.safetensors``."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"Weights file '{path}' does not exist.")
+def load_weights(path: str, expected: str = WEIGHTS_EXPECTED) -> Dict[str, np.ndarray]:
+    """Model weights from a training checkpoint, a ``.pdparams`` state dict or ``.safetensors``.
+    ``expected`` describes the files the caller accepts, for error messages."""
+    path = require_file(path, "Weights file", CheckpointError, expected, inside=WEIGHTS_INSIDE,
+                        nonempty=True)
     if path.endswith(".safetensors"):
         try:
             from safetensors.numpy import load_file
@@ -73,16 +105,20 @@ def load_weights(path: str) -> Dict[str, np.ndarray]:
         try:
             return dict(load_file(path))
         except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"Cannot read '{path}' as safetensors: {exc}") from None
+            kind = describe_file(path)
+            looks = ("it is truncated or damaged" if kind == "a safetensors file" or
+                     "binary" in kind else f"it is {kind}")
+            raise CheckpointError(f"Cannot read weights '{path}' as safetensors: {looks} ({exc}); "
+                                  f"expected {expected}.") from None
     try:
         state = paddle.load(path)
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"Cannot read weights '{path}': it is truncated or not a Paddle "
-                              f"weights file ({type(exc).__name__}: {exc}).") from None
+        raise _unreadable(path, "weights", expected, exc) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a training checkpoint: take the model out of it
     if not isinstance(state, dict):
-        raise CheckpointError(f"'{path}' does not hold a state dict (got {type(state).__name__}).")
+        raise CheckpointError(f"'{path}' does not hold a state dict: it is {describe_file(path)}, "
+                              f"read by Paddle as a {type(state).__name__}; expected {expected}.")
     return {k: _to_numpy(v) for k, v in state.items()}
 
 

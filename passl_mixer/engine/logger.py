@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Dict, Optional
 
+from ..fileio import make_dir
 from . import distributed as dist
 
 LOGGER_NAME = "passl_mixer"
@@ -29,7 +30,7 @@ def setup_logging(output_dir: Optional[str] = None, filename: str = "train.log")
     console.setLevel(logging.INFO if dist.is_main() else logging.WARNING)
     logger.addHandler(console)
     if output_dir and dist.is_main():
-        os.makedirs(output_dir, exist_ok=True)
+        make_dir(output_dir)
         fh = logging.FileHandler(os.path.join(output_dir, filename), encoding="utf-8")
         fh.setFormatter(fmt)
         logger.addHandler(fh)

@@ -13,92 +13,201 @@ import copy
 import json
 import math
 import os
+import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional
 
 import numpy as np
 import paddle
 
 from .. import data as data_lib
-from ..config import check_keys, dump_config
-from ..errors import ConfigError, PasslMixerError
-from ..fileio import link_or_copy, write_text
+from ..config import dump_config
+from ..errors import CheckpointError, ConfigError, PasslMixerError
+from ..fileio import link_or_copy, make_dir, write_text
 from ..optim import build_optimizer
 from ..models import convert_sync_batchnorm
 from ..registry import build_model
+from ..schema import (Decay, Field, NonNegativeInt, PositiveFloat, PositiveInt, Section,
+                      check_call, section, tracking, validate_section)
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .ema import ModelEma
 from .evaluate import evaluate
 from .logger import ProgressBar, VisualDLWriter, format_eta, setup_logging
 
-TOP_LEVEL_KEYS = ("model", "data", "optimizer", "lr_scheduler", "train", "amp", "distributed",
-                  "export", "weights")
-TRAIN_DEFAULTS: Dict[str, Any] = dict(
-    epochs=1,             # passes over the training set
-    output_dir=None,      # default: output/<config name>
-    seed=0,
-    accum_steps=1,        # gradient accumulation: micro-batches per optimizer update
-    base_batch_size=None,  # if set, lr is scaled by global_batch / base_batch_size
-    log_interval=20,      # optimizer updates between log lines
-    eval_interval=1,      # epochs between evaluations (0: only at the end)
-    save_interval=1,      # epochs between numbered checkpoints (latest/best are always kept)
-    keep_last=3,          # numbered checkpoints kept (0: all)
-    ema=None,             # {decay: 0.9999} to keep and evaluate an EMA of the weights
-    to_static=False,      # train through paddle.jit.to_static (static-graph conversion)
-    max_steps=None,       # stop after this many optimizer updates (smoke tests)
-)
-AMP_DEFAULTS: Dict[str, Any] = dict(enable=False, dtype="bfloat16", level="O1",
-                                    init_loss_scaling=65536.0)
-DISTRIBUTED_DEFAULTS: Dict[str, Any] = dict(sync_bn=False, find_unused_parameters=False)
-DATA_KEYS = ("train", "val", "mixup")
+@section("")
+class RunSection(Section):
+    """The top level of a config: which sections there are (each is checked where it is read)."""
+    model: Dict[str, Any] = Field(description="the model to build: {name: ImageClassifier, "
+                                  "backbone: ..., head: ...} or an SSL architecture")
+    data: Dict[str, Any] = Field(description="data.train, data.val and data.mixup")
+    optimizer: Dict[str, Any] = Field(description="{name: AdamW|SGD, lr: ...}")
+    lr_scheduler: Optional[Dict[str, Any]] = Field(None, description="{name: Cosine|Linear, ...}; "
+                                                   "none: constant lr")
+    train: Optional[Dict[str, Any]] = Field(None, description="the training loop (see train.*)")
+    amp: Optional[Dict[str, Any]] = Field(None, description="mixed precision (see amp.*)")
+    distributed: Optional[Dict[str, Any]] = Field(None, description="see distributed.*")
+    export: Optional[Dict[str, Any]] = Field(None, description="tools/export_model.py options")
+    weights: Optional[str] = Field(None, description="exact weights to start from or evaluate "
+                                   "(.pdckpt, .pdparams or .safetensors)")
+
+
+@section("data")
+class DataSection(Section):
+    train: Dict[str, Any] = Field(description="the training loader (see data.train.*)")
+    val: Optional[Dict[str, Any]] = Field(None, description="the evaluation loader")
+    mixup: Optional[Dict[str, Any]] = Field(None, description="Mixup/CutMix: mixup_alpha, "
+                                            "cutmix_alpha, prob, switch_prob, label_smoothing")
+
+
+class EmaSection(Section):
+    decay: Decay = Field(0.9999, description="weight of the old average at each update")
+
+
+@section("train")
+class TrainSection(Section):
+    epochs: PositiveInt = Field(1, description="passes over the training set")
+    output_dir: Optional[str] = Field(None, description="where the run writes; default "
+                                      "output/<config file name>")
+    seed: NonNegativeInt = Field(0, description="seeds weights, data order and augmentation")
+    accum_steps: PositiveInt = Field(1, description="micro-batches per optimizer update")
+    base_batch_size: Optional[PositiveInt] = Field(
+        None, description="if set, lr is scaled by global batch / base_batch_size")
+    log_interval: PositiveInt = Field(20, description="optimizer updates between log lines")
+    eval_interval: NonNegativeInt = Field(1, description="epochs between evaluations (0: only "
+                                          "at the end)")
+    save_interval: NonNegativeInt = Field(1, description="epochs between numbered checkpoints "
+                                          "(0: none; latest and best are always kept)")
+    keep_last: NonNegativeInt = Field(3, description="numbered checkpoints kept (0: all)")
+    ema: Optional[EmaSection] = Field(None, description="{decay: 0.9999} keeps and evaluates "
+                                      "an exponential moving average of the weights")
+    to_static: bool = Field(False, description="train through paddle.jit.to_static")
+    max_steps: Optional[PositiveInt] = Field(None, description="stop after this many optimizer "
+                                             "updates")
+
+
+@section("amp")
+class AmpSection(Section):
+    enable: bool = Field(False, description="mixed precision (GPU only; ignored on CPU)")
+    dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="half precision type")
+    level: Literal["O1", "O2"] = Field("O1", description="O1: per-op casts; O2: half weights")
+    init_loss_scaling: PositiveFloat = Field(65536.0, description="float16 loss scale to start")
+
+
+@section("distributed")
+class DistributedSection(Section):
+    sync_bn: bool = Field(False, description="BatchNorm statistics over all ranks")
+    find_unused_parameters: bool = Field(False, description="paddle.DataParallel option")
 
 
 class TrainingDiverged(PasslMixerError):
     """The loss became NaN or infinite."""
 
 
-def section(cfg: Dict, key: str, defaults: Dict[str, Any]) -> Dict[str, Any]:
-    value = cfg.get(key) or {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"Config section '{key}' must be a mapping, got {value!r}.")
-    check_keys(value, defaults, f"the '{key}' section")
-    return {**defaults, **value}
+def validate_config(cfg: Dict) -> Dict[str, Dict[str, Any]]:
+    """Check the run's sections; returns {section: its values with defaults filled in}."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"A config must be a mapping of sections, got {type(cfg).__name__}.")
+    validate_section(RunSection, cfg, "")
+    sections = {"data": validate_section(DataSection, cfg["data"], "data")}
+    for key, schema in (("train", TrainSection), ("amp", AmpSection),
+                        ("distributed", DistributedSection)):
+        sections[key] = validate_section(schema, cfg.get(key), key)
+    return sections
 
 
-def validate_config(cfg: Dict) -> None:
-    check_keys(cfg, TOP_LEVEL_KEYS, "the config's top level")
-    for key in ("model", "data", "optimizer"):
-        if key not in cfg:
-            raise ConfigError(f"The config needs a '{key}' section.")
-    if not isinstance(cfg["data"], dict) or "train" not in cfg["data"]:
-        raise ConfigError("The 'data' section needs a 'train' subsection.")
-    check_keys(cfg["data"], DATA_KEYS, "the 'data' section")
+RUN_FILES = ("checkpoints", "vdl", "metrics.json", "config.yaml", "train.log", "eval.json")
+
+
+def move_run_aside(output_dir: str) -> str:
+    """Move a previous run's files into ``output_dir/replaced_<time>/``; returns that folder."""
+    aside = os.path.join(output_dir, time.strftime("replaced_%Y%m%d_%H%M%S"))
+    os.makedirs(aside, exist_ok=False)
+    for name in RUN_FILES:
+        if os.path.exists(os.path.join(output_dir, name)):
+            os.replace(os.path.join(output_dir, name), os.path.join(aside, name))
+    return aside
+
+
+def dataset_num_classes(loader) -> Optional[int]:
+    """How many classes a loader's labels span (None: unknown, e.g. an SSL view dataset)."""
+    dataset = getattr(loader.dataset, "dataset", loader.dataset)  # MultiView wraps another
+    names = getattr(dataset, "class_names", None)
+    samples = getattr(dataset, "samples", None)
+    labels = [label for _, label in samples] if samples else []
+    if not names and not labels:
+        return None
+    return max(len(names or ()), max(labels, default=-1) + 1)
+
+
+def check_class_count(model, loader, where: str) -> None:
+    """A head with fewer outputs than the data has classes fails at the first step deep in
+    Paddle; say so before training starts, with both numbers and the dataset root."""
+    head_classes = getattr(model, "num_classes", None)
+    data_classes = dataset_num_classes(loader)
+    if not head_classes or data_classes is None or data_classes <= head_classes:
+        return
+    root = getattr(getattr(loader.dataset, "dataset", loader.dataset), "root", "?")
+    raise ConfigError(
+        f"model.head.num_classes is {head_classes}, but {where} ({root}) has {data_classes} "
+        f"classes (labels 0..{data_classes - 1}): set -o model.head.num_classes={data_classes} "
+        f"(or point {where}.dataset.root at the intended data).")
+
+
+def require_weights(cfg: Dict, resume_path: Optional[str], resume: Optional[str]) -> None:
+    """Evaluating without any weights would report the accuracy of a random initialisation."""
+    if resume_path or cfg.get("weights") or (cfg.get("model") or {}).get("pretrained"):
+        return
+    found = (" (--resume auto found no readable checkpoint in train.output_dir)"
+             if resume == "auto" else "")
+    raise ConfigError(f"Nothing to evaluate: no weights were given{found}, so the model would "
+                      f"keep its random initialisation. Add -o weights=PATH (a .pdckpt checkpoint, "
+                      f".pdparams or .safetensors file), --resume PATH, or model.pretrained.")
 
 
 class Trainer:
     """Build everything from ``cfg`` (a merged config dict) and run ``train()`` or ``evaluate()``."""
 
-    def __init__(self, cfg: Dict, config_name: str = "run", resume: Optional[str] = None):
-        validate_config(cfg)
+    def __init__(self, cfg: Dict, config_name: str = "run", resume: Optional[str] = None,
+                 overwrite: bool = False, eval_only: bool = False):
+        """``resume``: None (a new run), 'auto' (the newest complete checkpoint of this run's
+        output dir, if any) or a checkpoint path. A new run refuses an output dir that already
+        holds checkpoints unless ``overwrite`` is set, which moves that run's files aside.
+        ``eval_only``: build for :meth:`evaluate` alone, which needs weights to evaluate
+        (``--resume``, ``weights`` or ``model.pretrained``) and writes no checkpoint."""
         self.cfg = copy.deepcopy(cfg)
-        self.train_cfg = section(cfg, "train", TRAIN_DEFAULTS)
-        self.amp_cfg = section(cfg, "amp", AMP_DEFAULTS)
-        self.dist_cfg = section(cfg, "distributed", DISTRIBUTED_DEFAULTS)
-        t = self.train_cfg
+        # validated in the copy that is built from (tracking() knows its mappings' paths)
+        sections = validate_config(self.cfg)
+        self.train_cfg = t = sections["train"]
+        self.amp_cfg = sections["amp"]
+        self.dist_cfg = sections["distributed"]
         self.output_dir = t["output_dir"] or os.path.join("output", config_name)
-        self.seed = int(t["seed"])
-        self.accum_steps = int(t["accum_steps"])
-        if self.accum_steps < 1:
-            raise ConfigError(f"train.accum_steps must be >= 1, got {self.accum_steps}.")
+        self.seed = t["seed"]
+        self.accum_steps = t["accum_steps"]
+        self.epochs = t["epochs"]
 
         dist.init()
         self.rank, self.world_size = dist.rank(), dist.world_size()
+        if eval_only:
+            self.resume_path = ckpt.find_resume_checkpoint(self.output_dir) \
+                if resume == "auto" else resume
+            require_weights(self.cfg, self.resume_path, resume)
+        else:
+            # before anything is written: never mix this run into another run's checkpoints
+            self.resume_path = self._claim_output_dir(resume, overwrite)
+        if dist.is_main():
+            make_dir(self.output_dir, "train.output_dir")
         self.logger = setup_logging(self.output_dir)
         self.log = self.logger.info
+        with tracking(self.cfg):  # config errors below name the key's full path
+            self._build(sections["data"])
+        if self.resume_path:
+            self._resume(self.resume_path)
+        self.vdl = VisualDLWriter(os.path.join(self.output_dir, "vdl"))
 
+    def _build(self, data_cfg: Dict[str, Any]) -> None:
+        t = self.train_cfg
         # Data first: a missing dataset is reported before any model is built.
-        data_cfg = cfg["data"]
         self.train_loader = data_lib.build_dataloader(data_cfg["train"], train=True, seed=self.seed,
                                                       world_size=self.world_size, rank=self.rank)
         self.val_loader = None
@@ -111,33 +220,36 @@ class Trainer:
                 f"The training set ({self.train_loader.num_samples} images) gives no full optimizer "
                 f"step: per-device batch {self.train_loader.batch_size} x {self.world_size} "
                 f"process(es) x accum_steps {self.accum_steps} is larger. Lower the batch size.")
-        self.epochs = int(t["epochs"])
         self.total_steps = self.epochs * self.steps_per_epoch
         self.global_batch = self.train_loader.batch_size * self.world_size * self.accum_steps
 
         paddle.seed(self.seed)  # same initial weights everywhere (DataParallel also broadcasts)
-        self.model = build_model(cfg["model"])
+        self.model = build_model(self.cfg["model"])
+        check_class_count(self.model, self.train_loader, "data.train")
+        if self.val_loader is not None:
+            check_class_count(self.model, self.val_loader, "data.val")
         # here, not at the top: passl_mixer.checkpoints itself imports the engine
         from ..checkpoints import load_initial_weights
         load_initial_weights(self.model, self.cfg)  # weights: PATH or model.pretrained
         if self.dist_cfg["sync_bn"] and self.world_size > 1:
             # ours, not paddle.nn.SyncBatchNorm: Paddle's has no CPU kernel (gloo runs fail)
             self.model = convert_sync_batchnorm(self.model)
-        num_classes = getattr(self.model, "num_classes", None)
         self.mixup = None
         if data_cfg.get("mixup"):
-            self.mixup = data_lib.Mixup(num_classes=num_classes, **data_cfg["mixup"])
+            mixup_cfg = check_call(data_lib.Mixup, data_cfg["mixup"], "data.mixup",
+                                   injected=("num_classes",))
+            self.mixup = data_lib.Mixup(num_classes=getattr(self.model, "num_classes", None),
+                                        **mixup_cfg)
 
-        lr_scale = 1.0
+        self.lr_scale = 1.0
         if t["base_batch_size"]:
-            lr_scale = self.global_batch / float(t["base_batch_size"])
+            self.lr_scale = self.global_batch / float(t["base_batch_size"])
         self.optimizer, self.lr_scheduler = build_optimizer(
-            cfg["optimizer"], cfg.get("lr_scheduler"), self.model, self.total_steps,
-            self.steps_per_epoch, lr_scale=lr_scale)
-        self.lr_scale = lr_scale
+            self.cfg["optimizer"], self.cfg.get("lr_scheduler"), self.model, self.total_steps,
+            self.steps_per_epoch, lr_scale=self.lr_scale)
 
         self._setup_amp()
-        self.ema = ModelEma(self.model, **t["ema"]) if t["ema"] else None
+        self.ema = ModelEma(self.model, decay=t["ema"]["decay"]) if t["ema"] else None
 
         self.train_model = self.model
         if t["to_static"]:
@@ -150,18 +262,49 @@ class Trainer:
         self.global_step = 0    # optimizer updates done
         self.best_top1 = -1.0
         self.history = []
-        if resume:
-            self._resume(resume)
-        self.vdl = VisualDLWriter(os.path.join(self.output_dir, "vdl"))
+
+    def _claim_output_dir(self, resume: Optional[str], overwrite: bool) -> Optional[str]:
+        """The checkpoint to resume from (None: start afresh), after making sure this run
+        writes into no other run's checkpoints."""
+        found = ckpt.epoch_checkpoints(self.output_dir)
+        latest = os.path.join(ckpt.checkpoint_dir(self.output_dir), f"latest{ckpt.CKPT_EXT}")
+        existing = ([latest] if os.path.isfile(latest) else []) + [p for _, p in reversed(found)]
+        if resume == "auto":
+            path = ckpt.find_resume_checkpoint(self.output_dir)
+            if path is None and existing:
+                reasons = []
+                for p in existing:
+                    try:
+                        ckpt.load_checkpoint(p)
+                    except PasslMixerError as exc:
+                        reasons.append(str(exc))
+                raise CheckpointError(
+                    f"--resume auto: no checkpoint in {ckpt.checkpoint_dir(self.output_dir)} can "
+                    f"be read, so there is nothing to resume and nothing was written. "
+                    + " ".join(reasons) + " Move these files away to start afresh, or pass "
+                    "--resume PATH with a readable checkpoint.")
+            return path
+        if resume is not None or not existing:
+            return resume
+        if not overwrite:
+            raise ConfigError(
+                f"{self.output_dir} already holds the checkpoints of a run "
+                f"({', '.join(os.path.basename(p) for p in existing[:3])}"
+                f"{', ...' if len(existing) > 3 else ''}), and a new run would replace them. "
+                f"Continue that run with --resume auto, choose another directory with "
+                f"-o train.output_dir=DIR, or pass --overwrite to move the old run's files aside "
+                f"(into {self.output_dir}/replaced_<time>/) and start afresh.")
+        if dist.is_main():
+            aside = move_run_aside(self.output_dir)
+            print(f"--overwrite: moved the previous run's files to {aside}", file=sys.stderr)
+        dist.barrier()
+        return None
 
     # -- set-up helpers ---------------------------------------------------------------------
     def _setup_amp(self):
         a = self.amp_cfg
         self.amp_enabled = bool(a["enable"])
         self.amp_dtype = a["dtype"]
-        if a["dtype"] not in ("bfloat16", "float16") or a["level"] not in ("O1", "O2"):
-            raise ConfigError(f"amp: dtype must be bfloat16 or float16 and level O1 or O2, got "
-                              f"dtype={a['dtype']!r}, level={a['level']!r}.")
         if self.amp_enabled and not paddle.device.is_compiled_with_cuda():
             self.logger.warning("amp.enable is set but this Paddle build has no GPU: Paddle ignores "
                                 "AMP on CPU, so training runs in float32.")
@@ -277,7 +420,7 @@ class Trainer:
     def train(self) -> Dict[str, Any]:
         t = self.train_cfg
         if dist.is_main():
-            os.makedirs(self.output_dir, exist_ok=True)
+            make_dir(self.output_dir, "train.output_dir")
             ckpt.remove_torn_writes(self.output_dir)
             dump_config(self.cfg, os.path.join(self.output_dir, "config.yaml"))
         self._describe()

@@ -11,6 +11,8 @@ import paddle.nn.functional as F
 
 from ..registry import LOSSES
 
+from ..schema import DropRate
+
 
 def soft_target_cross_entropy(logits, soft_targets):
     return (-soft_targets * F.log_softmax(logits, axis=-1)).sum(axis=-1).mean()
@@ -22,10 +24,8 @@ class CrossEntropyLoss(nn.Layer):
     and spreads ``label_smoothing`` uniformly over all classes). Soft targets are used as
     given: smoothing for mixup is applied when the soft targets are made."""
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: DropRate = 0.0):
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
 
     def forward(self, logits, target):
@@ -44,6 +44,9 @@ class CrossEntropyLoss(nn.Layer):
 @LOSSES.register()
 class SoftTargetCrossEntropy(nn.Layer):
     """Cross-entropy against soft targets [B, num_classes] only."""
+
+    def __init__(self):  # no options; explicit so that the config schema sees no arguments
+        super().__init__()
 
     def forward(self, logits, target):
         if target.ndim != 2:

@@ -26,6 +26,7 @@ import paddle.nn.functional as F
 
 from ...errors import ShapeError
 from ...registry import MODELS, build_backbone, build_neck
+from ...schema import Probability
 from ..layers import check_widths
 
 
@@ -106,7 +107,7 @@ class BYOL(nn.Layer):
     BACKBONE_PREFIX = "online.backbone."
 
     def __init__(self, backbone: Dict, projector: Dict, predictor: Dict,
-                 base_momentum: float = 0.996):
+                 base_momentum: Probability = 0.996):
         super().__init__()
         self.online = ProjectedEncoder(backbone, projector)
         self.target = frozen_copy(self.online, ProjectedEncoder(backbone, projector))

@@ -12,7 +12,7 @@ Contract:
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import paddle.nn as nn
 
@@ -23,7 +23,7 @@ from ..layers import check_widths
 @MODELS.register()
 class ImageClassifier(nn.Layer):
     def __init__(self, backbone: Dict, head: Dict, neck: Optional[Dict] = None,
-                 pretrained: Optional[Dict] = None, freeze_backbone: bool = False):
+                 pretrained: Union[None, str, Dict] = None, freeze_backbone: bool = False):
         super().__init__()
         self.backbone = build_backbone(backbone)
         self.neck = build_neck(neck)

@@ -28,6 +28,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ...registry import MODELS, build_neck
+from ...schema import PositiveFloat, Probability
 from ..layers import check_widths
 from .byol import ProjectedEncoder, cosine_momentum, frozen_copy, momentum_update_, two_views
 
@@ -59,7 +60,7 @@ class MoCoV3(nn.Layer):
     BACKBONE_PREFIX = "base_encoder.backbone."
 
     def __init__(self, backbone: Dict, projector: Dict, predictor: Dict,
-                 temperature: float = 0.2, base_momentum: float = 0.99):
+                 temperature: PositiveFloat = 0.2, base_momentum: Probability = 0.99):
         super().__init__()
         self.base_encoder = ProjectedEncoder(backbone, projector)
         self.momentum_encoder = frozen_copy(self.base_encoder,

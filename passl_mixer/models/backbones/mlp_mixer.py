@@ -19,7 +19,7 @@ load with no renaming. Paddle keeps Linear weights as [in, out], like Flax's Den
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import paddle
@@ -27,6 +27,7 @@ import paddle.nn as nn
 
 from ...errors import ConfigError, ShapeError
 from ...registry import BACKBONES
+from ...schema import DropRate, PositiveFloat, PositiveInt
 from ..init import init_weights
 from ..layers import DropPath, Mlp
 
@@ -128,12 +129,14 @@ class MlpMixer(nn.Layer):
         init: weight initialisation scheme, 'default' or 'jax' (see ``models/init.py``).
     """
 
-    def __init__(self, arch: Optional[str] = None, patch_size: Optional[int] = None,
-                 hidden_dim: Optional[int] = None, num_blocks: Optional[int] = None,
-                 tokens_mlp_dim: Optional[int] = None, channels_mlp_dim: Optional[int] = None,
-                 img_size: Union[int, Sequence[int]] = 224, in_channels: int = 3,
-                 gelu: str = "tanh", norm_eps: float = 1e-6, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, out_indices: Optional[Sequence[int]] = None,
+    def __init__(self, arch: Optional[str] = None, patch_size: Optional[PositiveInt] = None,
+                 hidden_dim: Optional[PositiveInt] = None, num_blocks: Optional[PositiveInt] = None,
+                 tokens_mlp_dim: Optional[PositiveInt] = None,
+                 channels_mlp_dim: Optional[PositiveInt] = None,
+                 img_size: Union[PositiveInt, Sequence[PositiveInt]] = 224,
+                 in_channels: PositiveInt = 3, gelu: Literal["tanh", "exact"] = "tanh",
+                 norm_eps: PositiveFloat = 1e-6, drop_rate: DropRate = 0.0,
+                 drop_path_rate: DropRate = 0.0, out_indices: Optional[Sequence[int]] = None,
                  use_recompute: bool = False, init: str = "default"):
         super().__init__()
         dims = resolve_dims(arch, patch_size=patch_size, hidden_dim=hidden_dim,

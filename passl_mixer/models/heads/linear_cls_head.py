@@ -8,6 +8,7 @@ import paddle
 import paddle.nn as nn
 
 from ...registry import HEADS, build_loss
+from ...schema import NonNegativeInt, PositiveInt
 from ..init import constant_, is_lazy
 
 
@@ -33,14 +34,14 @@ class LinearClsHead(nn.Layer):
         topk: accuracies reported during training.
     """
 
-    def __init__(self, num_classes: int, in_channels: int,
-                 loss: Optional[Dict] = None, topk: Sequence[int] = (1, 5)):
+    def __init__(self, num_classes: NonNegativeInt, in_channels: PositiveInt,
+                 loss: Optional[Dict] = None, topk: Sequence[PositiveInt] = (1, 5)):
         super().__init__()
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.topk = tuple(topk)
+        self.loss_fn = build_loss(loss or {"name": "CrossEntropyLoss"})  # copies the config
         self.loss_cfg = copy.deepcopy(loss) if loss else {"name": "CrossEntropyLoss"}
-        self.loss_fn = build_loss(self.loss_cfg)
         self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
 

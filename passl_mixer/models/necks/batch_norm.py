@@ -15,13 +15,15 @@ from __future__ import annotations
 import paddle.nn as nn
 
 from ...registry import NECKS
+from ...schema import PositiveFloat, PositiveInt, Probability
 
 
 @NECKS.register()
 class BatchNormNeck(nn.Layer):
     """See the module docstring. ``in_channels`` is the backbone's ``num_features``."""
 
-    def __init__(self, in_channels: int, epsilon: float = 1e-6, momentum: float = 0.9):
+    def __init__(self, in_channels: PositiveInt, epsilon: PositiveFloat = 1e-6,
+                 momentum: Probability = 0.9):
         super().__init__()
         self.in_channels = self.out_channels = in_channels
         # Paddle's momentum is the weight of the old running statistic (PyTorch's 0.1 = 0.9 here)

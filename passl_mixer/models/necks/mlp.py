@@ -19,14 +19,15 @@ import paddle.nn as nn
 
 from ...errors import ConfigError
 from ...registry import NECKS
+from ...schema import PositiveInt
 
 
 @NECKS.register()
 class MLPNeck(nn.Layer):
     """See the module docstring. ``in_channels`` is the backbone's ``num_features``."""
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, last_bn: bool = False):
+    def __init__(self, in_channels: PositiveInt, hidden_channels: PositiveInt,
+                 out_channels: PositiveInt, num_layers: PositiveInt = 2, last_bn: bool = False):
         super().__init__()
         if num_layers < 1:
             raise ConfigError(f"MLPNeck: num_layers must be >= 1, got {num_layers}.")
