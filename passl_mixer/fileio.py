@@ -330,6 +330,21 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux reports it
+    in /proc; elsewhere it is set and restored at once, which another thread could observe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, what: Optional[str] = None):
     """Yield a temporary path beside ``path``; on success it is fsync'ed and renamed onto ``path``.
@@ -343,6 +358,9 @@ def atomic_path(path: str, what: Optional[str] = None):
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                    dir=directory)
         os.close(fd)
+        # mkstemp makes the file private (0600); the result is an ordinary file, readable by
+        # whom the user's umask allows (weights shared with another user or container uid)
+        os.chmod(tmp, 0o666 & ~current_umask())
     except OSError as exc:
         raise write_error(path, exc, what=what) from None
     try:
@@ -401,9 +419,7 @@ def atomic_dir(path: str, what: Optional[str] = None):
     except OSError as exc:
         raise write_error(path, exc, what=what) from None
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is a normal directory
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; the result is a normal directory
         yield tmp
         old = None
         if os.path.exists(path):

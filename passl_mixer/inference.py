@@ -15,11 +15,14 @@ opts out).
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import json
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -89,6 +92,81 @@ def _set(config, new: str, old: str, *args) -> None:
     (getattr(config, new, None) or getattr(config, old))(*args)
 
 
+def _tensorrt_instead() -> str:
+    where = ("device 'gpu' alone runs Paddle's own GPU kernels" if paddle.is_compiled_with_cuda()
+             else "this build is CPU-only: use device 'cpu'")
+    return f"run without --tensorrt ({where}), or install a paddlepaddle-gpu build with TensorRT"
+
+
+def tensorrt_route(model_file: str) -> str:
+    """How TensorRT can run this exported program, or a ConfigError (before anything is built)
+    saying why it cannot: 'legacy' for a .pdmodel program (Paddle 2.x export), whose TensorRT
+    is ``Config.enable_tensorrt_engine``; 'pir' for a .json PIR program (Paddle 3.x export),
+    which that call does not convert: Paddle 3.x's documented route for PIR is the Paddle-
+    TensorRT interface, ``paddle.tensorrt.convert`` (shipped only in builds with TensorRT, and
+    it imports the ``tensorrt`` Python package)."""
+    name = os.path.basename(model_file)
+    version = tuple(getattr(paddle_infer, "get_trt_compile_version", lambda: (0, 0, 0))())
+    built = f"is not compiled with TensorRT (paddle.inference.get_trt_compile_version() is " \
+            f"{'.'.join(map(str, version))})" if not any(version) else ""
+    if model_file.endswith(".pdmodel"):
+        if built:
+            raise ConfigError(f"tensorrt=True (--tensorrt) cannot run '{name}': this Paddle build "
+                              f"{built}; {_tensorrt_instead()}.")
+        return "legacy"
+    if not model_file.endswith(".json"):
+        raise ConfigError(f"tensorrt=True (--tensorrt): '{name}' is neither a .json (PIR) nor a "
+                          f".pdmodel Paddle program; export the model again.")
+    why = built
+    if not why:
+        try:
+            import paddle.tensorrt as paddle_trt
+            if not hasattr(paddle_trt, "convert"):
+                why = "has a paddle.tensorrt without convert (Paddle 3.0 or newer has it)"
+        except ImportError as exc:
+            why = f"cannot import paddle.tensorrt ({type(exc).__name__}: {exc})"
+    if why:
+        raise ConfigError(f"tensorrt=True (--tensorrt) cannot run '{name}': it is a PIR program "
+                          f"(what Paddle 3.x exports), which TensorRT takes only through "
+                          f"paddle.tensorrt.convert, and this Paddle build {why}; "
+                          f"{_tensorrt_instead()} and the tensorrt Python package.")
+    return "pir"
+
+
+def convert_for_tensorrt(model_file: str, input_name: str, input_shape: Sequence[int],
+                         max_batch: int, precision: str) -> Tuple[str, str]:
+    """Convert a PIR program with ``paddle.tensorrt.convert`` (its TensorRT subgraphs become
+    engine ops, built for batches 1..``max_batch``) into a temporary directory removed when the
+    process exits; returns the converted (program, parameters) paths for a GPU Config. Needs a
+    TensorRT build (see :func:`tensorrt_route`); not run on the CPU-only development machine."""
+    import paddle.tensorrt as paddle_trt
+
+    mode = getattr(paddle_trt.PrecisionMode, precision.upper(), None)
+    if mode is None:
+        raise ConfigError(f"tensorrt=True (--tensorrt): this Paddle's paddle.tensorrt has no "
+                          f"{precision} precision mode; use precision 'fp32' or 'fp16'.")
+    shape = [int(d) for d in input_shape]
+    trt_input = paddle_trt.Input(min_input_shape=[1, *shape],
+                                 optim_input_shape=[max_batch, *shape],
+                                 max_input_shape=[max_batch, *shape],
+                                 input_data_type="float32", name=input_name)
+    trt_config = paddle_trt.TensorRTConfig(inputs=[trt_input])
+    trt_config.precision_mode = mode
+    trt_config.workspace_size = TENSORRT_WORKSPACE
+    out_dir = tempfile.mkdtemp(prefix="passl_mixer_tensorrt_")
+    atexit.register(shutil.rmtree, out_dir, True)
+    trt_config.save_model_dir = os.path.join(out_dir, "inference")  # a prefix, as in Paddle's docs
+    try:
+        with stdout_to_stderr():
+            paddle_trt.convert(model_file, trt_config)
+    except Exception as exc:  # noqa: BLE001 - TensorRT and Paddle raise many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"tensorrt=True (--tensorrt): paddle.tensorrt.convert failed on "
+                          f"'{model_file}' ({type(exc).__name__}: {first}); run without "
+                          f"--tensorrt.") from exc
+    return trt_config.save_model_dir + ".json", trt_config.save_model_dir + ".pdiparams"
+
+
 def paddle_config(model_file: str, params_file: str, device: str = "cpu",
                   precision: str = "fp32", threads: Optional[int] = None, onednn: bool = True,
                   tensorrt: bool = False, gpu_id: int = 0, input_name: str = "images",
@@ -101,6 +179,12 @@ def paddle_config(model_file: str, params_file: str, device: str = "cpu",
         raise ConfigError(f"Unknown device '{device}'; accepted: {', '.join(DEVICES)}.")
     if precision not in PRECISIONS:
         raise ConfigError(f"Unknown precision '{precision}'; accepted: {', '.join(PRECISIONS)}.")
+    route = tensorrt_route(model_file) if tensorrt and device == "gpu" else None
+    if route == "pir":  # a TensorRT build: convert first, then serve the converted program
+        if input_shape is None:
+            raise ConfigError("TensorRT needs the input shape [C, H, W] for its shape range.")
+        model_file, params_file = convert_for_tensorrt(model_file, input_name, input_shape,
+                                                       max_batch, precision)
     config = paddle_infer.Config(model_file, params_file)
     config.disable_glog_info()
     if device == "cpu":
@@ -125,7 +209,7 @@ def paddle_config(model_file: str, params_file: str, device: str = "cpu",
         raise ConfigError("device='gpu' needs a CUDA build of Paddle (paddlepaddle-gpu); this "
                           "one is CPU-only. Use device='cpu'.")
     config.enable_use_gpu(GPU_MEMORY_POOL_MB, gpu_id, _PADDLE_PRECISION[precision])
-    if tensorrt:
+    if route == "legacy":  # a .pdmodel program: Paddle Inference's TensorRT subgraph engine
         if input_shape is None:
             raise ConfigError("TensorRT needs the input shape [C, H, W] for its shape range.")
         config.enable_tensorrt_engine(workspace_size=TENSORRT_WORKSPACE, max_batch_size=max_batch,

@@ -24,6 +24,25 @@ def tiny_classifier_cfg():
                 head=dict(name="LinearClsHead", num_classes=10, in_channels=32))
 
 
+@pytest.fixture(autouse=True)
+def restore_package_logger():
+    """A Trainer or tool run in this process calls setup_logging, which points the package
+    logger at pytest's captured stdout (closed after the test) and stops it propagating to the
+    root logger, where caplog listens: put it back as it was after every test."""
+    import logging
+
+    logger = logging.getLogger("passl_mixer")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        if handler not in saved[0]:
+            handler.close()
+    for handler in saved[0]:
+        logger.addHandler(handler)
+    logger.propagate, logger.level = saved[1], saved[2]
+
+
 # -- tiny image data and training configs ---------------------------------------------------
 import subprocess  # noqa: E402
 
@@ -102,6 +121,16 @@ def run_tool(args, cwd=None, env=None, launch_procs=0, timeout=300, check=True):
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n"
                              f"{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}{logs}")
     return proc
+
+
+def train_one_and_two_processes(tmp_path, cfg1, cfg2):
+    """Train ``cfg1`` in one process and ``cfg2`` in two (gloo, launched from ``tmp_path`` so
+    the launcher's log/ stays there); returns the two-process run's train.log text."""
+    run_tool(["tools/train.py", "-c", write_yaml(tmp_path / "one.yaml", cfg1)])
+    run_tool(["tools/train.py", "-c", write_yaml(tmp_path / "two.yaml", cfg2)],
+             cwd=str(tmp_path), launch_procs=2)
+    with open(os.path.join(cfg2["train"]["output_dir"], "train.log")) as f:
+        return f.read()
 
 
 def final_weights(output_dir, name="latest.pdckpt"):

@@ -30,26 +30,6 @@ TRAIN = load_tool("train")
 EVAL = load_tool("eval")
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """A tool run in this process points the package logger at pytest's captured stdout, which
-    is closed after the test: put the logger back as it was for the tests that follow."""
-    import logging
-
-    from passl_mixer.engine.logger import LOGGER_NAME
-
-    logger = logging.getLogger(LOGGER_NAME)
-    saved = (list(logger.handlers), logger.propagate, logger.level)
-    yield
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        if handler not in saved[0]:
-            handler.close()
-    for handler in saved[0]:
-        logger.addHandler(handler)
-    logger.propagate, logger.level = saved[1], saved[2]
-
-
 def run_in_process(tool, argv, capsys):
     """(exit status, stderr) of ``cli.run(tool.main, argv)``, exactly as the command runs it."""
     from passl_mixer.cli import run

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from conftest import final_weights, max_weight_diff, run_tool, tiny_train_config, write_yaml
+from conftest import (final_weights, max_weight_diff, run_tool, tiny_train_config,
+                      train_one_and_two_processes, write_yaml)
 
 
 def test_two_processes_equal_one_process(tiny_data, tmp_path):
@@ -23,10 +24,7 @@ def test_two_processes_equal_one_process(tiny_data, tmp_path):
         cfg["data"]["train"]["batch_size"] = batch
         cfgs.append(cfg)
     cfg1, cfg2 = cfgs
-    run_tool(["tools/train.py", "-c", write_yaml(tmp_path / "one.yaml", cfg1)])
-    run_tool(["tools/train.py", "-c", write_yaml(tmp_path / "two.yaml", cfg2)],
-                    cwd=str(tmp_path), launch_procs=2)
-    log = open(os.path.join(two, "train.log")).read()
+    log = train_one_and_two_processes(tmp_path, cfg1, cfg2)
     assert "global batch 16 = 8 per device x 2 process(es)" in log
     assert max_weight_diff(final_weights(one), final_weights(two)) <= 1e-5
     m1 = json.load(open(os.path.join(one, "metrics.json")))

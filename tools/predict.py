@@ -44,13 +44,18 @@ def main(argv=None):
                         help="an image or a folder")
     parser.add_argument("--topk", type=int, default=5, help="classes reported per image")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default=None,
+                        help="default: gpu with --tensorrt, else cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="bf16: CPUs with bf16 instructions (else fp32) or GPUs; fp16: GPUs")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU math threads (default: the cores available)")
-    parser.add_argument("--tensorrt", action="store_true", help="GPU: run through TensorRT")
+    parser.add_argument("--tensorrt", action="store_true",
+                        help="GPU: run through TensorRT (needs a Paddle build with TensorRT; a "
+                             "Paddle 3.x export is converted with paddle.tensorrt.convert first)")
     args = parser.parse_args(argv)
+    if args.device is None:  # TensorRT is GPU-only: --tensorrt alone means the GPU
+        args.device = "gpu" if args.tensorrt else "cpu"
 
     from passl_mixer.inference import Predictor
 

@@ -87,8 +87,34 @@ def _as_os_error(exc: BaseException) -> BaseException:
     return OSError(int(m.group(1)), os.strerror(int(m.group(1))))
 
 
+HALF_DTYPES = (paddle.float16, paddle.bfloat16)
+
+
 def _to_numpy(v):
-    return v.numpy() if isinstance(v, paddle.Tensor) else np.asarray(v)
+    """A state-dict value as a numpy array, half precision as float32: ``.numpy()`` of a
+    bfloat16 tensor gives its raw bits as uint16 (numpy has no bfloat16), which any float
+    model would read as integers (-0.848 -> 48985.0)."""
+    if isinstance(v, paddle.Tensor):
+        return (v.astype("float32") if v.dtype in HALF_DTYPES else v).numpy()
+    return bfloat16_bits_to_float32(np.asarray(v))
+
+
+def bfloat16_bits_to_float32(a: np.ndarray) -> np.ndarray:
+    """Paddle stores a bfloat16 tensor's ``.numpy()`` (and ``paddle.load(return_numpy=True)``,
+    and a bfloat16 safetensors entry written through it) as uint16 bit patterns: the upper
+    half of a float32. No model weight is a uint16 integer, so such an array is converted
+    explicitly (exactly: every bfloat16 is a float32) rather than numerically."""
+    if a.dtype != np.uint16:
+        return a
+    return (a.astype(np.uint32) << 16).view(np.float32)
+
+
+def float32_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """``state_dict`` with float16/bfloat16 tensors as float32 ones (others as they are): what
+    checkpoints hold, so that they load into any float32 model (AMP O2 keeps the weights in
+    half precision; every half value is exactly representable in float32)."""
+    return {k: v.astype("float32") if isinstance(v, paddle.Tensor) and v.dtype in HALF_DTYPES
+            else v for k, v in state_dict.items()}
 
 
 def load_weights(path: str, expected: str = WEIGHTS_EXPECTED) -> Dict[str, np.ndarray]:
@@ -103,7 +129,7 @@ def load_weights(path: str, expected: str = WEIGHTS_EXPECTED) -> Dict[str, np.nd
             raise CheckpointError("Reading .safetensors needs the 'safetensors' package: "
                                   "pip install safetensors.") from None
         try:
-            return dict(load_file(path))
+            return {k: bfloat16_bits_to_float32(v) for k, v in load_file(path).items()}
         except Exception as exc:  # noqa: BLE001
             kind = describe_file(path)
             looks = ("it is truncated or damaged" if kind == "a safetensors file" or

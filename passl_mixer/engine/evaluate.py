@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Dict
+from typing import Any, Dict, Optional
 
 import paddle
 import paddle.nn.functional as F
@@ -12,12 +12,18 @@ from .logger import ProgressBar
 
 
 @paddle.no_grad()
-def evaluate(model: paddle.nn.Layer, loader, topk=(1, 5), desc: str = "eval") -> Dict[str, float]:
+def evaluate(model: paddle.nn.Layer, loader, topk=(1, 5), desc: str = "eval",
+             amp: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
     """Loss, top-1 and top-5 (percent) of ``model`` over ``loader``'s whole dataset.
 
     Each rank scores its share; padding rows (``loader.num_valid``) are dropped and the sums
     are all-reduced, so every sample counts exactly once and the result is the same for one or
     several processes.
+
+    ``amp``: the run's precision, ``{enable, dtype, level}`` as given to
+    ``paddle.amp.auto_cast`` (None: float32). The forward pass runs under it, as training
+    does: after ``paddle.amp.decorate(level='O2')`` the weights are float16/bfloat16, and
+    outside auto_cast the first layer would get float32 images and fail on the dtype.
     """
     was_training = model.training
     model.eval()
@@ -28,7 +34,11 @@ def evaluate(model: paddle.nn.Layer, loader, topk=(1, 5), desc: str = "eval") ->
         n = loader.num_valid(k)
         if n == 0:
             continue
-        logits = model(images)[:n].astype("float32")
+        with paddle.amp.auto_cast(enable=bool(amp and amp.get("enable")),
+                                  dtype=(amp or {}).get("dtype", "float16"),
+                                  level=(amp or {}).get("level", "O1")):
+            out = model(images)
+        logits = out[:n].astype("float32")
         labels = labels[:n].reshape([-1]).astype("int64")
         sums["loss"] += float(F.cross_entropy(logits, labels, reduction="sum"))
         maxk = min(max(topk), logits.shape[-1])

@@ -25,12 +25,13 @@ from ..config import dump_config
 from ..errors import CheckpointError, ConfigError, PasslMixerError
 from ..fileio import link_or_copy, make_dir, write_text
 from ..optim import build_optimizer
-from ..models import convert_sync_batchnorm
+from ..models import average_batchnorm_stats, convert_sync_batchnorm
 from ..registry import build_model
 from ..schema import (Decay, Field, NonNegativeInt, PositiveFloat, PositiveInt, Section,
                       check_call, section, tracking, validate_section)
 from . import checkpoint as ckpt
 from . import distributed as dist
+from .amp import check_amp_support, o2_decorate_kwargs
 from .ema import ModelEma
 from .evaluate import evaluate
 from .logger import ProgressBar, VisualDLWriter, format_eta, setup_logging
@@ -232,7 +233,7 @@ class Trainer:
         from ..checkpoints import load_initial_weights
         load_initial_weights(self.model, self.cfg)  # weights: PATH or model.pretrained
         if self.dist_cfg["sync_bn"] and self.world_size > 1:
-            # ours, not paddle.nn.SyncBatchNorm: Paddle's has no CPU kernel (gloo runs fail)
+            # Paddle's nn.SyncBatchNorm on GPUs; ours on CPU, where Paddle's has no kernel
             self.model = convert_sync_batchnorm(self.model)
         self.mixup = None
         if data_cfg.get("mixup"):
@@ -248,9 +249,19 @@ class Trainer:
             self.cfg["optimizer"], self.cfg.get("lr_scheduler"), self.model, self.total_steps,
             self.steps_per_epoch, lr_scale=self.lr_scale)
 
+        # the EMA copy is taken before AMP O2 casts the weights to half precision, and kept in
+        # float32 (averaged from the optimizer's float32 master weights where there are some)
+        self.ema = (ModelEma(self.model, decay=t["ema"]["decay"], optimizer=self.optimizer)
+                    if t["ema"] else None)
         self._setup_amp()
-        self.ema = ModelEma(self.model, decay=t["ema"]["decay"]) if t["ema"] else None
 
+        if t["to_static"] and any(getattr(m, "use_recompute", False) for m in self.model.sublayers()):
+            # outside dygraph Paddle's recompute only tags ops for its auto-parallel pass, which
+            # to_static does not run: refuse rather than silently keep every activation
+            raise ConfigError("train.to_static: true cannot be combined with model.backbone."
+                              "use_recompute: true, because under paddle.jit.to_static Paddle's "
+                              "recompute recomputes nothing (memory use would stay as without "
+                              "it); set one of them to false.")
         self.train_model = self.model
         if t["to_static"]:
             self.train_model = paddle.jit.to_static(self.model, full_graph=True)
@@ -311,20 +322,32 @@ class Trainer:
             self.amp_enabled = False
         self.scaler = None
         if self.amp_enabled:
+            # before decorate: on a GPU without the dtype Paddle turns AMP off without a word
+            check_amp_support(a["dtype"])
             if a["level"] == "O2":
-                self.model, self.optimizer = paddle.amp.decorate(
-                    self.model, self.optimizer, level="O2", dtype=a["dtype"])
+                kwargs = o2_decorate_kwargs(self.model, a["dtype"])
+                if "master_grad" not in kwargs and a["dtype"] == "float16":
+                    self.logger.warning("This Paddle's amp.decorate has no master_grad: with "
+                                        "float16 O2, optimizer.grad_clip computes the global norm "
+                                        "in float16, which overflows above 256.")
+                self.model, self.optimizer = paddle.amp.decorate(self.model, self.optimizer,
+                                                                 **kwargs)
             if a["dtype"] == "float16":  # bfloat16 has float32's range and needs no scaling
                 self.scaler = paddle.amp.GradScaler(init_loss_scaling=a["init_loss_scaling"])
+        # evaluation (of the model and of the EMA) runs under the same precision as training
+        self.amp_settings = {"enable": self.amp_enabled, "dtype": self.amp_dtype,
+                             "level": a["level"]}
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> Dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
+            # float32, so that the weights load into any float32 model (O2 keeps them in
+            # float16/bfloat16; the optimizer's master weights, saved with it, are float32)
+            "model": ckpt.float32_state_dict(self.model.state_dict()),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
-            "ema": self.ema.state_dict() if self.ema else None,
+            "ema": ckpt.float32_state_dict(self.ema.state_dict()) if self.ema else None,
             "epoch": self.epoch, "global_step": self.global_step, "best_top1": self.best_top1,
             "history": self.history,
             # Paddle's generator is re-seeded from (seed, epoch, rank) each epoch; its state at
@@ -355,10 +378,34 @@ class Trainer:
         self.history = state.get("history", [])
         rng = state.get("rng") or {}
         if rng.get("paddle") is not None:
-            paddle.set_rng_state(rng["paddle"])
+            self._restore_paddle_rng(rng["paddle"])
         if rng.get("numpy") is not None:
             np.random.set_state(rng["numpy"])
         self.log(f"resumed from {path}: epoch {self.epoch}, step {self.global_step}")
+
+    def _restore_paddle_rng(self, saved) -> None:
+        """paddle.get_rng_state() holds one generator state per visible device of the saving
+        process (1 on CPU, N with N GPUs), and paddle.set_rng_state raises ValueError unless
+        the list has this process's device count. The generator is re-seeded from (seed, epoch,
+        rank) at every epoch start, so a checkpoint from another device count (8 GPUs -> 4, GPU
+        -> CPU) resumes to the same weights without it: restore it only where it applies."""
+        current = len(paddle.get_rng_state())
+        note = (f"Paddle's generator state in the checkpoint is not restored: it holds "
+                f"{len(saved)} device state(s) and this process has {current} device(s); the "
+                f"generator is re-seeded at every epoch start, so training continues the same")
+        if len(saved) != current:
+            self.log(note)
+            return
+        try:
+            paddle.set_rng_state(saved)
+        except ValueError as exc:  # Paddle's documented refusal of a state list for another place
+            self.log(f"{note} ({exc})")
+
+    def _average_bn_stats(self) -> None:
+        """Without sync_bn each rank's BatchNorm statistics drift apart: evaluation and
+        checkpoints use their average over the ranks (a collective: every rank calls it; a
+        no-op in one process)."""
+        average_batchnorm_stats(self.model, self.ema.module if self.ema else None)
 
     def save(self, is_best: bool) -> None:
         """Write ``latest`` first, then link the numbered and best checkpoints to it, so that
@@ -377,16 +424,23 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def _forward_backward(self, images, target, sync: bool):
-        with paddle.amp.auto_cast(enable=self.amp_enabled, dtype=self.amp_dtype,
-                                  level=self.amp_cfg["level"]):
-            out = self.train_model(images, target)
-        loss = out["loss"] / self.accum_steps
-        if self.world_size > 1 and not sync:
-            with self.train_model.no_sync():  # accumulate locally; all-reduce on the last one
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-        else:
+        """One micro-batch. ``sync=False`` (a non-final micro-batch of a multi-process run):
+        gradients accumulate locally, and the last micro-batch all-reduces their sum."""
+        def forward_backward():
+            with paddle.amp.auto_cast(enable=self.amp_enabled, dtype=self.amp_dtype,
+                                      level=self.amp_cfg["level"]):
+                out = self.train_model(images, target)
+            loss = out["loss"] / self.accum_steps
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-        return out
+            return out
+
+        if self.world_size > 1 and not sync:
+            # Forward AND backward inside no_sync(): paddle.DataParallel decides in forward()
+            # (grad_need_sync -> reducer.prepare_for_backward) whether the coming backward
+            # all-reduces, so a no_sync() around the backward alone still synchronises.
+            with self.train_model.no_sync():
+                return forward_backward()
+        return forward_backward()
 
     def _optimizer_step(self):
         if self.scaler:
@@ -473,6 +527,7 @@ class Trainer:
             is_best = metrics is not None and metrics["top1"] > self.best_top1
             if is_best:
                 self.best_top1 = metrics["top1"]
+            self._average_bn_stats()  # the checkpoint holds the statistics evaluated above
             self.save(is_best)
         self._finish(last)
         return {"best_top1": self.best_top1, "history": self.history,
@@ -496,15 +551,17 @@ class Trainer:
         return values
 
     def _maybe_evaluate(self, finished: bool) -> Optional[Dict[str, float]]:
+        self._average_bn_stats()  # on every rank, even when not evaluating (a collective)
         every = int(self.train_cfg["eval_interval"])
         if self.val_loader is None or not (finished or (every > 0 and self.epoch % every == 0)):
             return None
-        metrics = evaluate(self.model, self.val_loader, desc="eval")
+        metrics = evaluate(self.model, self.val_loader, desc="eval", amp=self.amp_settings)
         record = {"epoch": self.epoch, "step": self.global_step, **metrics}
         msg = (f"eval epoch {self.epoch}: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
                f"loss {metrics['loss']:.4f} ({metrics['num_samples']} images)")
         if self.ema:
-            ema = evaluate(self.ema.module, self.val_loader, desc="eval ema")
+            ema = evaluate(self.ema.module, self.val_loader, desc="eval ema",
+                           amp=self.amp_settings)
             record.update({f"ema_{k}": v for k, v in ema.items()})
             msg += f"; EMA top1 {ema['top1']:.2f} top5 {ema['top5']:.2f}"
         self.log(msg)
@@ -535,9 +592,10 @@ class Trainer:
                  f"(view with: visualdl --logdir {os.path.join(self.output_dir, 'vdl')})")
 
     def evaluate(self) -> Dict[str, float]:
+        self._average_bn_stats()
         if self.val_loader is None:
             raise ConfigError("Evaluation needs a 'data.val' section.")
-        metrics = evaluate(self.model, self.val_loader)
+        metrics = evaluate(self.model, self.val_loader, amp=self.amp_settings)
         self.log(f"eval: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
                  f"loss {metrics['loss']:.4f} ({metrics['num_samples']} images)")
         if dist.is_main():

@@ -9,8 +9,8 @@ from .init import init_weights
 from .layers import DropPath, Mlp
 from .necks.batch_norm import BatchNormNeck
 from .necks.mlp import MLPNeck
-from .necks.sync_bn import SyncBatchNorm, convert_sync_batchnorm
+from .necks.sync_bn import SyncBatchNorm, average_batchnorm_stats, convert_sync_batchnorm
 
 __all__ = ["ARCHS", "MlpMixer", "LinearClsHead", "ImageClassifier", "init_weights", "DropPath",
            "Mlp", "MLPNeck", "BatchNormNeck", "MoCoV3", "BYOL", "SyncBatchNorm",
-           "convert_sync_batchnorm"]
+           "convert_sync_batchnorm", "average_batchnorm_stats"]

@@ -75,13 +75,18 @@ def momentum_update_(target: nn.Layer, online: nn.Layer, momentum: float) -> Non
 
     Parameters are matched by name. BatchNorm running statistics are not averaged: each network
     keeps the ones its own forward passes produce.
+
+    Computed in float32 whatever the parameters' dtypes: under AMP O2 the online weights are
+    float16/bfloat16 while the target stays float32 (see ``o2_float32_layers``); in half
+    precision ``t * 0.999 + p * 0.001`` rounds back to ``t`` and the target would stop moving.
     """
     target_params = dict(target.named_parameters())
     for name, p in online.named_parameters():
         if p.stop_gradient:  # running statistics (and anything frozen) are not trained
             continue
         t = target_params[name]
-        t.set_value(t * momentum + p * (1.0 - momentum))
+        moved = t.astype("float32") * momentum + p.astype("float32") * (1.0 - momentum)
+        t.set_value(moved.astype(t.dtype))
 
 
 def two_views(views, method: str):
@@ -115,6 +120,12 @@ class BYOL(nn.Layer):
         check_widths(self.online.out_channels, [("model.predictor", self.predictor)])
         self.base_momentum = base_momentum
         self.momentum = base_momentum  # the rate of the latest update, for logs and tests
+
+    def o2_float32_layers(self):
+        """Layers that AMP O2 must leave in float32 (``paddle.amp.decorate(excluded_layers=)``):
+        the target network, an average updated with rates up to 1 that half precision would
+        round away."""
+        return [self.target]
 
     @property
     def backbone(self) -> nn.Layer:

@@ -71,6 +71,12 @@ class MoCoV3(nn.Layer):
         self.base_momentum = base_momentum
         self.momentum = base_momentum  # the rate of the latest update, for logs and tests
 
+    def o2_float32_layers(self):
+        """Layers that AMP O2 must leave in float32 (``paddle.amp.decorate(excluded_layers=)``):
+        the momentum encoder, an average updated with rates up to 1 that half precision would
+        round away."""
+        return [self.momentum_encoder]
+
     @property
     def backbone(self) -> nn.Layer:
         """The backbone that downstream tasks use (the base one)."""

@@ -200,7 +200,12 @@ class MlpMixer(nn.Layer):
     def _run_block(self, block, x):
         if self.use_recompute and self.training:
             from paddle.distributed.fleet.utils import recompute
-            return recompute(block, x)
+            # use_reentrant=False (saved-tensor hooks): the default PyLayer version re-runs the
+            # block inside its own backward, so under paddle.DataParallel the reducer sees the
+            # block's parameters become ready twice ("parameter ... has been ready before");
+            # Paddle's recompute docs name this the data-parallel-compatible form.
+            # preserve_rng_state replays the forward's dropout / drop-path masks exactly.
+            return recompute(block, x, use_reentrant=False, preserve_rng_state=True)
         return block(x)
 
     def forward_features(self, x):
