@@ -30,7 +30,7 @@ setup(
     extras_require={
         "safetensors": ["safetensors>=0.4"],
         "onnx": ["paddle2onnx>=1.2", "onnxruntime>=1.16"],
-        "test": ["pytest>=7", "safetensors>=0.4", "scipy>=1.9"],
+        "test": ["pytest>=7", "import-linter>=2.1", "safetensors>=0.4", "scipy>=1.9"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -2,14 +2,29 @@
 import os as _os
 import warnings as _warnings
 
-# Paddle pins OpenMP to one thread unless OMP_NUM_THREADS is set; use this process's share of
-# the cores instead (launchers that start several processes per machine set PADDLE_LOCAL_SIZE).
-if "OMP_NUM_THREADS" not in _os.environ:
-    _procs = int(_os.environ.get("PADDLE_LOCAL_SIZE", "1") or 1)
-    _os.environ["OMP_NUM_THREADS"] = str(max(1, (_os.cpu_count() or 1) // max(1, _procs)))
-_warnings.filterwarnings("ignore", message="No ccache found")
+# What the process was started with, read before Paddle's import sets OMP_NUM_THREADS=1 when it
+# is unset: the command-line tools then choose the math threads (passl_mixer.cli.set_threads).
+# The library itself changes no process-wide setting on import.
+_OMP_NUM_THREADS_AT_START = _os.environ.get("OMP_NUM_THREADS")
+
+_INSTALL_PADDLE = """passl-mixer needs PaddlePaddle 2.6 or newer (3.x recommended), which pip does \
+not install with it because the CPU and GPU builds are different packages:
+  CPU:  python -m pip install paddlepaddle
+  GPU:  python -m pip install paddlepaddle-gpu -i \
+https://www.paddlepaddle.org.cn/packages/stable/cu126/   (pick the index of your CUDA version)
+See the README section "Installing Paddle" and https://www.paddlepaddle.org.cn/en/install/quick"""
+
+with _warnings.catch_warnings():  # Paddle's import warns "No ccache found" (for C++ extensions)
+    _warnings.filterwarnings("ignore", message="No ccache found")
+    try:
+        import paddle as _paddle  # noqa: F401
+    except ModuleNotFoundError as _exc:
+        if _exc.name != "paddle":
+            raise
+        raise ImportError(_INSTALL_PADDLE) from None
 from . import data, models  # noqa: F401  (fill the registries)
 from .checkpoints import convert_checkpoint, load_pretrained
+from .catalog import list_configs, list_models, list_variants
 from .config import load_config
 from .export import export_model
 from .hosts import register_into
@@ -29,5 +44,5 @@ __all__ = [
     "build_model", "build_neck", "load_plugins", "load_config", "MlpMixer", "LinearClsHead",
     "ImageClassifier", "PasslMixerError", "ConfigError", "RegistryError", "DataError",
     "ShapeError", "CheckpointError", "convert_checkpoint", "load_pretrained", "export_model", "Predictor",
-    "register_into",
+    "register_into", "list_models", "list_variants", "list_configs",
 ]

@@ -15,13 +15,97 @@ from .errors import PasslMixerError
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
+def tool_parser(doc: str, **kwargs) -> argparse.ArgumentParser:
+    """An ArgumentParser whose description is ``doc``'s first line and whose ``--help`` ends
+    with the rest of ``doc`` (the usage examples) as written."""
+    first, _, rest = doc.strip().partition("\n")
+    return argparse.ArgumentParser(description=first, epilog=rest.strip("\n") or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU math threads (default: OMP_NUM_THREADS if set, else the cores "
+                             "available to this process, shared among the processes of a "
+                             "distributed launch)")
+
+
 def config_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    """The parser of a config-driven tool: ``-c``, ``-o`` and ``--threads``. ``description``
+    may be the tool's whole docstring: its lines after the first become the ``--help`` epilog
+    (as they do when ``description`` is the first line of the running script's docstring)."""
+    script_doc = getattr(sys.modules.get("__main__"), "__doc__", None) or ""
+    if "\n" not in description.strip() and script_doc.strip().startswith(description.strip()):
+        description = script_doc
+    parser = tool_parser(description)
     parser.add_argument("-c", "--config", required=True, help="YAML config file")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. -o optimizer.lr=0.01 "
                              "(repeatable; values are YAML scalars)")
+    add_threads_arg(parser)
     return parser
+
+
+def default_threads() -> Optional[int]:
+    """The math threads a tool uses unless ``--threads`` says otherwise: None when the process
+    was started with OMP_NUM_THREADS (OpenMP already follows it), else this process's share of
+    the cores it may run on (a launcher starting several per machine sets PADDLE_LOCAL_SIZE)."""
+    import passl_mixer
+
+    if passl_mixer._OMP_NUM_THREADS_AT_START:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        procs = max(1, int(os.environ.get("PADDLE_LOCAL_SIZE", "1") or 1))
+    except ValueError:
+        procs = 1
+    return max(1, (cores or 1) // procs)
+
+
+_threads_set: Optional[int] = None
+
+
+def current_threads() -> int:
+    """The CPU math threads of this process: as :func:`set_threads` set them, else as the
+    process's OMP_NUM_THREADS at start had them, else Paddle's default of one."""
+    import passl_mixer
+
+    if _threads_set is not None:
+        return _threads_set
+    try:
+        return max(1, int(passl_mixer._OMP_NUM_THREADS_AT_START or 1))
+    except ValueError:
+        return 1
+
+
+def set_threads(threads: Optional[int] = None) -> Optional[int]:
+    """Set Paddle's CPU math threads in this process (``paddle.base.core.set_num_threads``)
+    instead of exporting OMP_NUM_THREADS, whose value above 1 makes Paddle's import print a
+    multi-line warning. ``None``: :func:`default_threads`. Returns the number set (None: left
+    as OMP_NUM_THREADS has it). For command-line tools; the library never calls it."""
+    if threads is None:
+        threads = default_threads()
+    if threads is None:
+        return None
+    import paddle
+
+    setter = getattr(paddle.base.core, "set_num_threads", None)
+    if setter is None:  # not in this Paddle: leave the default
+        return None
+    global _threads_set
+    _threads_set = max(1, int(threads))
+    setter(_threads_set)
+    return _threads_set
+
+
+def _threads_from_argv(argv: Optional[List[str]]) -> Optional[int]:
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre.add_argument("--threads", type=int, default=None)
+    try:
+        known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    except (argparse.ArgumentError, SystemExit):  # a bad value: the tool's parser reports it
+        return None
+    return known.threads if known.threads and known.threads > 0 else None
 
 
 def config_name(path: str) -> str:
@@ -36,7 +120,10 @@ def _print_error(exc: BaseException) -> None:
 
 
 def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> None:
-    """Run ``main``; print a user error as one paragraph (no traceback) and exit with 2."""
+    """Run ``main``; print a user error as one paragraph (no traceback) and exit with 2.
+    Paddle's CPU math threads are set first (``--threads N`` in the arguments, else
+    :func:`default_threads`)."""
+    set_threads(_threads_from_argv(argv))
     try:
         code = main(argv)
     except PasslMixerError as exc:

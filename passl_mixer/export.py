@@ -32,14 +32,14 @@ import yaml
 
 from .data.transforms import check_output_size  # importing .data registers the datasets
 from .checkpoints import load_initial_weights
-from .engine.logger import get_logger
-from .errors import ConfigError, DataError, PasslMixerError
+from .logs import get_logger
+from .errors import CheckpointError, ConfigError, DataError, PasslMixerError
+from .export_layout import INFO_FILE, PREFIX
 from .fileio import atomic_dir, read_text, require_dir, short_write_reason, write_error
+from .inference import check_program_files, stdout_discarded
 from .registry import DATASETS, build_model
 from .schema import Field, Section, section, validate_section
 
-INFO_FILE = "inference.yml"
-PREFIX = "inference"  # file stem of the program and parameters
 FORMATS = ("paddle", "onnx")
 
 
@@ -206,9 +206,10 @@ def _export_onnx(paddle2onnx, directory: str, layer: nn.Layer, spec, opset: int,
         try:
             # save_file=None returns the bytes: paddle2onnx's own post-passes (which may
             # pip-install packages) only run when it writes the file itself.
-            onnx_bytes = paddle2onnx.export(os.path.join(tmp, program_file(tmp)),
-                                            os.path.join(tmp, PREFIX + ".pdiparams"),
-                                            save_file=None, opset_version=opset)
+            with stdout_discarded():  # paddle2onnx's C++ prints "[Paddle2ONNX] ..." lines
+                onnx_bytes = paddle2onnx.export(os.path.join(tmp, program_file(tmp)),
+                                                os.path.join(tmp, PREFIX + ".pdiparams"),
+                                                save_file=None, opset_version=opset)
         except Exception as exc:  # noqa: BLE001 - paddle2onnx reports failures in many ways
             raise PasslMixerError(f"paddle2onnx could not convert the model (opset {opset}): "
                                   f"{type(exc).__name__}: {exc}") from None
@@ -222,7 +223,10 @@ def _export_onnx(paddle2onnx, directory: str, layer: nn.Layer, spec, opset: int,
                              "against Paddle (pip install onnxruntime)")
         return info
     x = np.random.default_rng(0).standard_normal((2, *shape), dtype=np.float32)
-    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: no coloured warnings about unused initializers
+    session = onnxruntime.InferenceSession(onnx_bytes, sess_options=options,
+                                           providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     with paddle.no_grad():
         want = layer(paddle.to_tensor(x)).numpy()
@@ -240,9 +244,6 @@ def _check_saved(directory: str, model_file: str, params_file: str) -> None:
     """Load what paddle.jit.save wrote: its C++ writer does not report a failed write (a full
     disk, a file-size limit), it leaves the file short. A short file is a WriteError, so the
     export is not swapped in."""
-    from .inference import check_program_files  # inference imports this module
-    from .errors import CheckpointError
-
     try:
         check_program_files(directory, model_file, params_file)
     except CheckpointError as exc:

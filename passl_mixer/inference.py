@@ -9,9 +9,11 @@ Inputs go through exactly the preprocessing recorded in ``inference.yml`` (the e
 transforms, run by the same transform classes evaluation uses), so the predictor's output is
 the trained model's output. CPU: oneDNN on, math threads = the cores this process may use;
 ``precision='bf16'`` uses oneDNN bfloat16 where the CPU has bf16 instructions and otherwise says
-so and runs fp32. GPU: fp32, fp16 or bf16, TensorRT opt-in (``tensorrt=True``). On CPU the
-process keeps the memory it frees for reuse (:func:`keep_freed_memory`; ``keep_memory=False``
-opts out).
+so and runs fp32. GPU: fp32, fp16 or bf16, TensorRT opt-in (``tensorrt=True``). One Predictor
+may be called from several threads (its runs take turns). Two opt-ins change process-wide state
+and are off by default (tools/predict.py turns both on): ``keep_memory=True``
+(:func:`keep_freed_memory`, ~20% faster on large models) and ``quiet=True`` (Paddle's debug
+print on a predictor's first run is dropped instead of reaching stdout).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -33,9 +36,9 @@ from PIL import Image
 
 from .data.datasets import load_rgb, to_rgb
 from .data.transforms import build_transforms
-from .engine.logger import get_logger
+from .logs import get_logger
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
-from .export import INFO_FILE
+from .export_layout import INFO_FILE
 from .fileio import read_text, require_dir, require_file
 
 DEVICES = ("cpu", "gpu")
@@ -222,19 +225,44 @@ def paddle_config(model_file: str, params_file: str, device: str = "cpu",
     return config, precision
 
 
+_FD_LOCK = threading.RLock()  # file descriptor 1 is the process's: one swap at a time
+
+
 @contextlib.contextmanager
 def stdout_to_stderr():
     """Send the process's C-level stdout to stderr for a while: Paddle's oneDNN passes print
-    debug lines there (e.g. 'ReduceMeanCheckIfOneDNNSupport' on the first run), which would mix
-    into the JSON lines tools/predict.py writes to stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
+    debug lines there (e.g. 'ReduceMeanCheckIfOneDNNSupport' on a predictor's first run), which
+    would mix into the JSON lines tools/predict.py writes to stdout. Process-wide while it lasts
+    (whatever any thread writes to stdout meanwhile goes to stderr); swaps are serialised by a
+    lock, so concurrent callers always restore the real stdout."""
+    with _stdout_to(2):
         yield
+
+
+@contextlib.contextmanager
+def stdout_discarded():
+    """Like :func:`stdout_to_stderr`, but what the C-level code prints to stdout meanwhile is
+    dropped (Python's own sys.stdout is flushed first and unaffected afterwards)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        with _stdout_to(devnull):
+            yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def _stdout_to(fd: int):
+    with _FD_LOCK:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(fd, 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 EXPORT_HINT = "create one with tools/export_model.py -c CFG --weights CKPT --output DIR"
@@ -294,10 +322,11 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
 
 
 def check_program_files(model_dir: str, model_file: str, params_file: str,
-                        config: Optional[paddle_infer.Config] = None):
+                        config: Optional[paddle_infer.Config] = None, quiet: bool = False):
     """Load the program and parameters of an export with Paddle Inference (which reads every
     parameter) and return the predictor; a truncated or damaged file is a CheckpointError that
-    names it. ``config`` defaults to a plain CPU one (no graph passes: a quick load)."""
+    names it. ``config`` defaults to a plain CPU one (no graph passes: a quick load).
+    ``quiet``: what C-level code prints to stdout while the predictor is created is dropped."""
     model_path, params_path = (os.path.join(model_dir, model_file),
                                os.path.join(model_dir, params_file))
     if model_file.endswith(".json"):  # the PIR program: a truncated one is not valid JSON
@@ -314,7 +343,7 @@ def check_program_files(model_dir: str, model_file: str, params_file: str,
         config.disable_gpu()
         config.switch_ir_optim(False)
     try:
-        with stdout_to_stderr():
+        with (stdout_discarded() if quiet else contextlib.nullcontext()):
             return paddle_infer.create_predictor(config)
     except Exception as exc:  # noqa: BLE001 - Paddle's C++ errors arrive as many Python types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -370,7 +399,16 @@ class Predictor:
         onednn: use oneDNN kernels on CPU (on by default; bf16 needs it).
         gpu_id: which GPU.
         keep_memory: on CPU, call :func:`keep_freed_memory` (~20% faster for large models; the
-            process then keeps its peak memory, process-wide).
+            process then keeps its peak memory, process-wide). Off by default.
+        quiet: Paddle's oneDNN passes print a debug line ('ReduceMeanCheckIfOneDNNSupport') to
+            the C-level stdout on a predictor's first run. With ``quiet=True`` that first run
+            happens here, on one image of zeros, with the process's stdout sent to /dev/null
+            for its duration (see :func:`stdout_discarded`: process-wide for that moment,
+            serialised by a lock); ``run`` itself never touches file descriptors. Off by
+            default (the line then reaches stdout once).
+
+    Thread-safe: concurrent ``run``/``predict`` calls on one Predictor take turns on its
+    Paddle predictor (preprocessing runs in parallel).
 
     Attributes: ``info`` (inference.yml), ``precision`` (the one running), ``class_names``
     (list or None), ``input_shape`` ([C, H, W]), ``output_kind`` ('logits' / 'probabilities').
@@ -378,7 +416,8 @@ class Predictor:
 
     def __init__(self, model_dir: str, device: str = "cpu", precision: str = "fp32",
                  threads: Optional[int] = None, batch_size: int = 32, tensorrt: bool = False,
-                 onednn: bool = True, gpu_id: int = 0, keep_memory: bool = True):
+                 onednn: bool = True, gpu_id: int = 0, keep_memory: bool = False,
+                 quiet: bool = False):
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}.")
         self.model_dir = model_dir
@@ -398,9 +437,13 @@ class Predictor:
         if device == "cpu" and keep_memory:
             keep_freed_memory()
         self._predictor = check_program_files(model_dir, self.info["model_file"],
-                                              self.info["params_file"], config)
+                                              self.info["params_file"], config, quiet=quiet)
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+        self._lock = threading.Lock()  # the input/output handles are shared: one run at a time
+        if quiet:
+            with stdout_discarded():
+                self._run_chunk(np.zeros([1, *self.input_shape], dtype=np.float32))
 
     def __repr__(self) -> str:
         return (f"Predictor({self.model_dir!r}, device={self.device!r}, "
@@ -427,15 +470,17 @@ class Predictor:
                              f"{list(batch.shape)}.")
         outs = []
         for start in range(0, len(batch), self.batch_size):
-            chunk = np.ascontiguousarray(batch[start:start + self.batch_size])
-            self._input.reshape(list(chunk.shape))
-            self._input.copy_from_cpu(chunk)
-            with stdout_to_stderr():
-                self._predictor.run()
-            outs.append(self._output.copy_to_cpu())
+            outs.append(self._run_chunk(np.ascontiguousarray(batch[start:start + self.batch_size])))
         if not outs:
             return np.zeros((0, self.info["output"]["num_classes"] or 0), dtype=np.float32)
         return np.concatenate(outs)
+
+    def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self._input.reshape(list(chunk.shape))
+            self._input.copy_from_cpu(chunk)
+            self._predictor.run()
+            return self._output.copy_to_cpu()
 
     def predict(self, images) -> np.ndarray:
         """Outputs [N, num_classes] (logits, or probabilities if exported with softmax) for one

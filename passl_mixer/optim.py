@@ -9,6 +9,7 @@ than two dimensions). ``grad_clip`` clips the global gradient norm before each u
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -96,8 +97,15 @@ def _schedule(decay):
     def build(base_lr: float, total_steps: int, steps_per_epoch: int,
               warmup_epochs: NonNegativeFloat = 0.0, warmup_steps: Optional[NonNegativeInt] = None,
               min_lr: NonNegativeFloat = 0.0, warmup_start_lr: NonNegativeFloat = 0.0):
+        given = f"warmup_steps {warmup_steps}"
         if warmup_steps is None:
             warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+            given = f"warmup_epochs {warmup_epochs:g} ({warmup_steps} steps)"
+        if warmup_steps > total_steps:
+            logging.getLogger("passl_mixer").warning(
+                f"warning: lr_scheduler.{given} is longer than the run ({total_steps} steps): the "
+                f"warmup is cut to {total_steps} steps, so lr rises until the last step and "
+                f"never decays; shorten the warmup or train longer")
         return WarmupDecay(base_lr, total_steps, min(warmup_steps, total_steps), decay=decay,
                            min_lr=min_lr, warmup_start_lr=warmup_start_lr)
     build.__doc__ = f"Per-iteration warmup (in epochs or steps), then {decay} decay to min_lr."

@@ -133,8 +133,30 @@ def train_one_and_two_processes(tmp_path, cfg1, cfg2):
         return f.read()
 
 
+def load_tool(name):
+    """tools/<name>.py as a module (tools/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tool_{name}",
+                                                  os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(tool, argv, capsys):
+    """(exit status, stdout, stderr) of ``cli.run(tool.main, argv)``, exactly as the command
+    runs it, in this process (seconds faster than a subprocess per case)."""
+    from passl_mixer.cli import run
+
+    with pytest.raises(SystemExit) as exit_info:
+        run(tool.main, argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
 def final_weights(output_dir, name="latest.pdckpt"):
-    from passl_mixer.engine.checkpoint import load_weights
+    from passl_mixer.checkpoints.weights import load_weights
     return load_weights(os.path.join(output_dir, "checkpoints", name))
 
 

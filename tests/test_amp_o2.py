@@ -18,7 +18,8 @@ from paddle.amp.auto_cast import amp_initialize, amp_state
 import passl_mixer as pm
 from conftest import TINY_BACKBONE, tiny_train_config
 from passl_mixer.engine import Trainer
-from passl_mixer.engine.checkpoint import load_checkpoint, load_weights, save_weights, set_weights
+from passl_mixer.checkpoints.weights import load_weights, save_weights, set_weights
+from passl_mixer.engine.checkpoint import load_checkpoint
 from passl_mixer.engine.ema import ModelEma
 from passl_mixer.errors import ConfigError
 
@@ -41,8 +42,8 @@ def test_evaluation_runs_under_the_runs_amp_settings(tiny_data, tmp_path):
     """After decorate(level='O2') the weights are half precision: evaluated outside auto_cast,
     the stem conv gets float32 images and Paddle raises a dtype error (at the end of the first
     epoch, before the checkpoint is written). The forward passes of evaluation (model and EMA,
-    in training and in Trainer.evaluate(), which tools/eval.py calls) must run under the run's
-    auto_cast settings; ``amp_state()`` is what auto_cast records of them (Paddle's recompute
+    in training and in Trainer.evaluate(); tools/eval.py's in tests/test_eval_entry.py) must
+    run under the run's auto_cast settings; ``amp_state()`` is what auto_cast records of them (Paddle's recompute
     replays it), readable on CPU too."""
     cfg = tiny_train_config(tiny_data, str(tmp_path / "run"), epochs=1, ema={"decay": 0.99})
     cfg["amp"] = {"enable": True, "dtype": "bfloat16", "level": "O2"}

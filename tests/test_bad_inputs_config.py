@@ -10,33 +10,16 @@ without weights refuses.
 """
 import copy
 import glob
-import importlib.util
 import os
 
 import pytest
 
-from conftest import ROOT, TINY_CLASSES, run_tool, tiny_train_config, write_yaml
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}",
-                                                  os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import (TINY_CLASSES, load_tool, run_in_process, run_tool, tiny_train_config,
+                      write_yaml)
 
 
 TRAIN = load_tool("train")
 EVAL = load_tool("eval")
-
-
-def run_in_process(tool, argv, capsys):
-    """(exit status, stderr) of ``cli.run(tool.main, argv)``, exactly as the command runs it."""
-    from passl_mixer.cli import run
-
-    with pytest.raises(SystemExit) as exit_info:
-        run(tool.main, argv)
-    return exit_info.value.code, capsys.readouterr().err
 
 
 def error_message(code, err, *needles):
@@ -99,7 +82,7 @@ def test_a_bad_config_value_names_its_key(key, value, needles, tiny_data, tmp_pa
     if key.startswith("data.mixup"):
         cfg["data"]["mixup"] = {}
     set_key(cfg, key, copy.deepcopy(value))
-    code, err = run_in_process(TRAIN, ["-c", write_yaml(tmp_path / "c.yaml", cfg),
+    code, _, err = run_in_process(TRAIN, ["-c", write_yaml(tmp_path / "c.yaml", cfg),
                                        "-o", "train.max_steps=1"], capsys)
     error_message(code, err, key, *needles)
     assert not glob.glob(str(out / "checkpoints" / "*")), "a bad config must write no checkpoint"
@@ -119,7 +102,7 @@ def test_an_override_mistake_is_named_on_the_command_line(override, needles, tin
 def test_head_smaller_than_the_dataset_is_refused_before_training(tiny_data, tmp_path, capsys):
     cfg = tiny_train_config(tiny_data, str(tmp_path / "out"))
     cfg["model"]["head"]["num_classes"] = 2
-    code, err = run_in_process(TRAIN, ["-c", write_yaml(tmp_path / "c.yaml", cfg)], capsys)
+    code, _, err = run_in_process(TRAIN, ["-c", write_yaml(tmp_path / "c.yaml", cfg)], capsys)
     error_message(code, err, "model.head.num_classes is 2", f"has {TINY_CLASSES} classes",
                   os.path.join(tiny_data, "train"))
 
@@ -143,7 +126,7 @@ def finished_run(tiny_data, tmp_path, capsys):
     out = str(tmp_path / "out")
     cfg = tiny_train_config(tiny_data, out, epochs=1, max_steps=1)
     config = write_yaml(tmp_path / "c.yaml", cfg)
-    code, err = run_in_process(TRAIN, ["-c", config], capsys)
+    code, _, err = run_in_process(TRAIN, ["-c", config], capsys)
     assert code == 0, err
     assert os.path.isfile(os.path.join(out, "checkpoints", "latest.pdckpt"))
     return config, out
@@ -156,7 +139,7 @@ def snapshot(out):
 def test_a_new_run_refuses_a_folder_holding_another_run(finished_run, capsys):
     config, out = finished_run
     before = snapshot(out)
-    code, err = run_in_process(TRAIN, ["-c", config, "-o", "model.backbone.num_blocks=1"],
+    code, _, err = run_in_process(TRAIN, ["-c", config, "-o", "model.backbone.num_blocks=1"],
                                capsys)
     error_message(code, err, out, "latest.pdckpt", "--resume auto", "train.output_dir",
                   "--overwrite")
@@ -166,7 +149,7 @@ def test_a_new_run_refuses_a_folder_holding_another_run(finished_run, capsys):
 def test_overwrite_moves_the_old_run_aside(finished_run, capsys):
     config, out = finished_run
     before = snapshot(out)
-    code, err = run_in_process(TRAIN, ["-c", config, "--overwrite"], capsys)
+    code, _, err = run_in_process(TRAIN, ["-c", config, "--overwrite"], capsys)
     assert code == 0, err
     aside = glob.glob(os.path.join(out, "replaced_*"))
     assert len(aside) == 1 and "moved the previous run's files" in err
@@ -183,14 +166,14 @@ def test_resume_auto_names_the_checkpoint_it_cannot_read(finished_run, capsys):
         with open(path, "r+b") as f:
             f.truncate(100)
     before = snapshot(out)
-    code, err = run_in_process(TRAIN, ["-c", config, "--resume", "auto"], capsys)
+    code, _, err = run_in_process(TRAIN, ["-c", config, "--resume", "auto"], capsys)
     error_message(code, err, "--resume auto", latest, "nothing was written")
     assert snapshot(out) == before
 
 
 def test_resume_auto_continues_the_run(finished_run, capsys):
     config, out = finished_run
-    code, err = run_in_process(TRAIN, ["-c", config, "--resume", "auto",
+    code, _, err = run_in_process(TRAIN, ["-c", config, "--resume", "auto",
                                        "-o", "train.max_steps=2"], capsys)
     assert code == 0, err
 
@@ -198,20 +181,21 @@ def test_resume_auto_continues_the_run(finished_run, capsys):
 @pytest.mark.parametrize("args", [["--eval-only"], ["--eval-only", "--resume", "auto"]])
 def test_eval_only_without_weights_refuses(args, tiny_data, tmp_path, capsys):
     cfg = tiny_train_config(tiny_data, str(tmp_path / "fresh"))
-    code, err = run_in_process(TRAIN, ["-c", write_yaml(tmp_path / "c.yaml", cfg), *args], capsys)
+    config = write_yaml(tmp_path / "c.yaml", cfg)
+    code, _, err = run_in_process(TRAIN, ["-c", config, *args], capsys)
     error_message(code, err, "Nothing to evaluate", "weights=PATH")
 
 
 def test_eval_tool_without_weights_refuses(tiny_data, tmp_path, capsys):
     cfg = tiny_train_config(tiny_data, str(tmp_path / "fresh"))
-    code, err = run_in_process(EVAL, ["-c", write_yaml(tmp_path / "c.yaml", cfg)], capsys)
+    code, _, err = run_in_process(EVAL, ["-c", write_yaml(tmp_path / "c.yaml", cfg)], capsys)
     error_message(code, err, "Nothing to evaluate")
 
 
 def test_eval_only_of_a_finished_run_needs_no_overwrite(finished_run, capsys):
     config, out = finished_run
     before = snapshot(out)
-    code, err = run_in_process(TRAIN, ["-c", config, "--eval-only", "--resume", "auto"], capsys)
+    code, _, err = run_in_process(TRAIN, ["-c", config, "--eval-only", "--resume", "auto"], capsys)
     assert code == 0, err
     assert snapshot(out) == before
-    assert os.path.isfile(os.path.join(out, "eval.json"))
+    assert os.path.isfile(os.path.join(out, "eval", "latest", "eval.json"))

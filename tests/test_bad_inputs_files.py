@@ -181,6 +181,7 @@ def test_a_folder_given_as_weights_override(files, tmp_path):
                 "-o", f"train.output_dir={tmp_path / 'eval'}"])
     error_of(proc, f"Weights file '{files['folder']}' is a directory",
              "expected a .pdckpt training checkpoint")
+    assert not os.path.exists(tmp_path / "eval")  # no results folder for a failed evaluation
 
 
 def test_a_folder_given_as_model_pretrained(files, tmp_path):
@@ -402,7 +403,8 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (__LIMIT__, __LIMIT__))
 import numpy as np
 from passl_mixer import fileio
-from passl_mixer.engine.checkpoint import save_checkpoint, save_weights
+from passl_mixer.checkpoints.weights import save_weights
+from passl_mixer.engine.checkpoint import save_checkpoint
 from passl_mixer.errors import PasslMixerError
 big = {"w": np.zeros(__LIMIT__, dtype=np.float32)}
 target = sys.argv[1]

@@ -23,7 +23,7 @@ from passl_mixer.data import build_dataloader
 from passl_mixer.data.loader import Loader, collate
 from passl_mixer.data.sampler import DistributedBatchSampler
 from passl_mixer.data.transforms import SampleError, check_output_size
-from passl_mixer.engine.checkpoint import save_weights
+from passl_mixer.checkpoints.weights import save_weights
 from passl_mixer.errors import ConfigError, DataError
 from passl_mixer.registry import TRANSFORMS
 

@@ -11,7 +11,7 @@ import pytest
 import passl_mixer as pm
 from passl_mixer.checkpoints import convert_checkpoint
 from passl_mixer.cli import run
-from passl_mixer.engine.checkpoint import load_weights, set_weights
+from passl_mixer.checkpoints.weights import load_weights, set_weights
 from passl_mixer.errors import CheckpointError
 from test_checkpoints_utils import (official_params, timm_state, tiny_classifier_cfg,
                                     write_npz)

@@ -9,7 +9,7 @@ import paddle
 
 import passl_mixer as pm
 from passl_mixer.checkpoints import convert_checkpoint, load_pretrained
-from passl_mixer.engine.checkpoint import load_weights, set_weights
+from passl_mixer.checkpoints.weights import load_weights, set_weights
 from test_checkpoints_utils import TINY, official_params, reference_forward, write_npz
 
 TOL = 1e-4

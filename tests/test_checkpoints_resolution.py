@@ -11,7 +11,7 @@ import pytest
 import passl_mixer as pm
 from passl_mixer.checkpoints import (blockdiag_token_mixing, interpolate_token_mixing,
                                      load_pretrained, subsequences)
-from passl_mixer.engine.checkpoint import save_weights
+from passl_mixer.checkpoints.weights import save_weights
 from passl_mixer.errors import CheckpointError
 from passl_mixer.models.layers import Mlp
 from test_checkpoints_utils import mixer_log, tiny_classifier_cfg  # noqa: F401 (fixture)

@@ -9,7 +9,7 @@ import pytest
 
 import passl_mixer as pm
 from conftest import ROOT
-from passl_mixer.engine.logger import ProgressBar
+from passl_mixer.logs import ProgressBar
 from passl_mixer.engine.trainer import validate_config
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True)

@@ -123,7 +123,7 @@ def test_batchnorm_statistics_agree_across_ranks(tiny_data, tmp_path):
     run_tool(["tools/train.py", "-c", path], cwd=str(tmp_path), launch_procs=2)
     reported = json.load(open(os.path.join(out, "metrics.json")))[-1]
     eval_out = str(tmp_path / "eval")
-    run_tool(["tools/eval.py", "-c", path, "-o", f"train.output_dir={eval_out}",
+    run_tool(["tools/eval.py", "-c", path, "--output", eval_out,
               "-o", f"weights={out}/checkpoints/latest.pdckpt"])
     recomputed = json.load(open(os.path.join(eval_out, "eval.json")))
     assert reported["num_samples"] == recomputed["num_samples"] == 24

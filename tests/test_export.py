@@ -12,9 +12,11 @@ import pytest
 import yaml
 
 import passl_mixer as pm
-from passl_mixer.engine.checkpoint import load_weights, save_checkpoint, save_weights, set_weights
+from passl_mixer.checkpoints.weights import load_weights, save_weights, set_weights
+from passl_mixer.engine.checkpoint import save_checkpoint
 from passl_mixer.errors import CheckpointError, ConfigError
-from passl_mixer.export import INFO_FILE, export_model
+from passl_mixer.export import export_model
+from passl_mixer.export_layout import INFO_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_VAL = os.path.join(ROOT, "data", "digits", "val")

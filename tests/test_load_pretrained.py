@@ -9,7 +9,8 @@ import pytest
 
 import passl_mixer as pm
 from passl_mixer.checkpoints import convert_checkpoint, load_pretrained
-from passl_mixer.engine.checkpoint import save_checkpoint, save_weights
+from passl_mixer.checkpoints.weights import save_weights
+from passl_mixer.engine.checkpoint import save_checkpoint
 from passl_mixer.errors import CheckpointError
 from test_checkpoints_utils import (mixer_log, official_params, timm_state,  # noqa: F401
                                     tiny_classifier_cfg, write_npz)

@@ -17,7 +17,7 @@ from PIL import Image
 import passl_mixer as pm
 from conftest import TINY_BACKBONE
 from passl_mixer.data import ImageFolder
-from passl_mixer.engine.checkpoint import load_weights, save_weights, set_weights
+from passl_mixer.checkpoints.weights import load_weights, save_weights, set_weights
 from passl_mixer.errors import CheckpointError, ConfigError, DataError, ShapeError
 from passl_mixer.export import export_model
 from passl_mixer.inference import Predictor, cpu_has_bf16
@@ -191,8 +191,8 @@ def test_predict_cli_top1_equals_eval_top1_on_the_demo_val_set(tmp_path):
                     "-o", f"train.output_dir={run}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     ckpt = str(run / "checkpoints" / "best.pdckpt")
-    proc = run_tool("tools/eval.py", "-c", demo, "-o", f"weights={ckpt}",
-                    "-o", f"train.output_dir={tmp_path / 'eval'}")
+    proc = run_tool("tools/eval.py", "-c", demo, "--weights", ckpt,
+                    "--output", str(tmp_path / "eval"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(tmp_path / "eval" / "eval.json", encoding="utf-8") as f:
         eval_top1 = json.load(f)["top1"]

@@ -47,7 +47,7 @@ def test_eval_is_the_same_with_one_and_two_processes(tiny_data, tmp_path):
     results = []
     for procs in (0, 2):
         out = str(tmp_path / f"eval{procs}")
-        run_tool(["tools/eval.py", "-c", path, "-o", f"train.output_dir={out}",
+        run_tool(["tools/eval.py", "-c", path, "--output", out,
                   "-o", f"weights={train_out}/checkpoints/latest.pdckpt"],
                  cwd=str(tmp_path), launch_procs=procs)
         results.append(json.load(open(os.path.join(out, "eval.json"))))

@@ -34,7 +34,7 @@ def test_train_then_eval_tool(tiny_data, tmp_path):
     assert state["config"]["train"]["epochs"] == 3
 
     eval_out = str(tmp_path / "eval")
-    proc = run_tool(["tools/eval.py", "-c", cfg, "-o", f"train.output_dir={eval_out}",
+    proc = run_tool(["tools/eval.py", "-c", cfg, "--output", eval_out,
                      "-o", f"weights={out}/checkpoints/latest.pdckpt"])
     metrics = json.load(open(os.path.join(eval_out, "eval.json")))
     assert metrics["top1"] == pytest.approx(history[-1]["top1"])

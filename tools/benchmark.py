@@ -4,6 +4,7 @@
     python tools/benchmark.py --mode data --num-images 512
     python tools/benchmark.py --mode infer -c configs/mlp_mixer/mixer_b16_224.yaml
     python tools/benchmark.py --mode convert
+    python tools/benchmark.py --mode threads --rounds 6   # --threads N vs OMP_NUM_THREADS=N
 
 Each mode prints its settings and figures, ending with one JSON line.
 """
@@ -14,8 +15,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Paddle's C++ (glog) warnings, e.g. PIR's "... not support input out tensor for now!!!!!", are
+# not for users of this tool; GLOG_minloglevel=0 shows them again
+os.environ.setdefault("GLOG_minloglevel", "2")
 
-from passl_mixer.cli import run  # noqa: E402
+from passl_mixer.cli import run, tool_parser  # noqa: E402
 
 
 def main(argv=None):
@@ -25,7 +29,7 @@ def main(argv=None):
     pre.add_argument("--mode", choices=MODES, default="train")
     known, _ = pre.parse_known_args(argv)
     module = importlib.import_module(f"passl_mixer.benchmarks.{known.mode}")
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], parents=[pre])
+    parser = tool_parser(__doc__, parents=[pre])
     module.add_args(parser)
     args = parser.parse_args(argv)
     result = module.run(args)

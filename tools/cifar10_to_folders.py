@@ -11,7 +11,6 @@ row-major); ``batches.meta.txt`` names the classes. The Python (pickled) version
 is deliberately not read. The output directory is written atomically: on any error it is
 left as it was.
 """
-import argparse
 import os
 import sys
 import tarfile
@@ -19,8 +18,11 @@ import tarfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Paddle's C++ (glog) warnings, e.g. PIR's "... not support input out tensor for now!!!!!", are
+# not for users of this tool; GLOG_minloglevel=0 shows them again
+os.environ.setdefault("GLOG_minloglevel", "2")
 
-from passl_mixer.cli import run  # noqa: E402
+from passl_mixer.cli import run, tool_parser  # noqa: E402
 from passl_mixer.errors import DataError  # noqa: E402
 from passl_mixer.fileio import require_file  # noqa: E402
 
@@ -73,7 +75,7 @@ def write_split(batches, classes, split: str, root: str) -> int:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = tool_parser(__doc__)
     parser.add_argument("--src", required=True, help="cifar-10-binary.tar.gz")
     parser.add_argument("--output", required=True, help="output directory (replaced as a whole)")
     args = parser.parse_args(argv)

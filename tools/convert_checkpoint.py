@@ -9,17 +9,19 @@ passl_mixer state dict (.pdparams, .pdckpt, .safetensors or NumPy .npz) and writ
 DIR/model.pdparams (or model.safetensors) and DIR/model.yaml, whose `model:` section builds
 the matching model. Nothing is downloaded. On any error DIR is left as it was.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Paddle's C++ (glog) warnings, e.g. PIR's "... not support input out tensor for now!!!!!", are
+# not for users of this tool; GLOG_minloglevel=0 shows them again
+os.environ.setdefault("GLOG_minloglevel", "2")
 
-from passl_mixer.cli import run  # noqa: E402
+from passl_mixer.cli import run, tool_parser  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = tool_parser(__doc__)
     parser.add_argument("--src", required=True, help="checkpoint file to convert")
     parser.add_argument("--output", required=True, help="output directory (replaced as a whole)")
     parser.add_argument("--format", default="pdparams", choices=["pdparams", "safetensors"],

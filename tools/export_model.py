@@ -14,12 +14,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Paddle's C++ (glog) warnings, e.g. PIR's "... not support input out tensor for now!!!!!", are
+# not for users of this tool; GLOG_minloglevel=0 shows them again
+os.environ.setdefault("GLOG_minloglevel", "2")
 
 from passl_mixer.cli import config_name, config_parser, run  # noqa: E402
 
 
 def main(argv=None):
-    parser = config_parser(__doc__.strip().splitlines()[0])
+    parser = config_parser(__doc__)
     parser.add_argument("--weights", default=None, metavar="PATH",
                         help="a .pdckpt training checkpoint, .pdparams or .safetensors file")
     parser.add_argument("--output", required=True, metavar="DIR", help="export directory")

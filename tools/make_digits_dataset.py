@@ -10,7 +10,6 @@ every run, so the shipped ``data/digits`` can be regenerated and compared.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -18,8 +17,11 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Paddle's C++ (glog) warnings, e.g. PIR's "... not support input out tensor for now!!!!!", are
+# not for users of this tool; GLOG_minloglevel=0 shows them again
+os.environ.setdefault("GLOG_minloglevel", "2")
 
-from passl_mixer.cli import run  # noqa: E402
+from passl_mixer.cli import run, tool_parser  # noqa: E402
 from passl_mixer.fileio import atomic_dir, write_text  # noqa: E402
 
 VAL_FRACTION = 0.2
@@ -72,7 +74,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = tool_parser(__doc__)
     parser.add_argument("--output", default=os.path.join("data", "digits"),
                         help="output folder (default: data/digits); its train/ and val/ are "
                              "replaced")

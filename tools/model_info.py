@@ -3,14 +3,16 @@
     python tools/model_info.py                          # every variant of the paper's Table 1
     python tools/model_info.py -c configs/demo/mixer_digits.yaml
 """
-import argparse
 import math
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Paddle's C++ (glog) warnings, e.g. PIR's "... not support input out tensor for now!!!!!", are
+# not for users of this tool; GLOG_minloglevel=0 shows them again
+os.environ.setdefault("GLOG_minloglevel", "2")
 
-from passl_mixer.cli import run  # noqa: E402
+from passl_mixer.cli import run, tool_parser  # noqa: E402
 
 
 def count(layer):
@@ -25,7 +27,7 @@ def describe(model):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = tool_parser(__doc__)
     parser.add_argument("-c", "--config", help="describe this config's model instead")
     parser.add_argument("-o", "--override", action="append", default=[])
     parser.add_argument("--num-classes", type=int, default=1000)

@@ -8,14 +8,16 @@ a probability. A folder is searched recursively and run in batches (a progress b
 terminal); unreadable images are reported on stderr and skipped. Exit status 1 if no image
 could be classified.
 """
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Paddle's C++ (glog) warnings, e.g. PIR's "... not support input out tensor for now!!!!!", are
+# not for users of this tool; GLOG_minloglevel=0 shows them again
+os.environ.setdefault("GLOG_minloglevel", "2")
 
-from passl_mixer.cli import run  # noqa: E402
+from passl_mixer.cli import run, tool_parser  # noqa: E402
 
 
 def list_images(path: str):
@@ -38,7 +40,7 @@ def list_images(path: str):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = tool_parser(__doc__)
     parser.add_argument("--model-dir", required=True, help="a directory from tools/export_model.py")
     parser.add_argument("--input", required=True, metavar="FILE_OR_DIR",
                         help="an image or a folder")
@@ -61,7 +63,7 @@ def main(argv=None):
 
     predictor = Predictor(args.model_dir, device=args.device, precision=args.precision,
                           threads=args.threads, batch_size=args.batch_size,
-                          tensorrt=args.tensorrt)
+                          tensorrt=args.tensorrt, keep_memory=True, quiet=True)
     files = list_images(args.input)
     try:
         done, skipped = classify(predictor, files, args.batch_size, args.topk)
@@ -76,7 +78,7 @@ def classify(predictor, files, batch_size, topk):
     """Print a JSON line per readable image; return (classified, skipped) counts."""
     import numpy as np
 
-    from passl_mixer.engine.logger import ProgressBar
+    from passl_mixer.logs import ProgressBar
     from passl_mixer.errors import DataError, ShapeError
 
     bar = ProgressBar(len(files), desc="predict", stream=sys.stderr)

@@ -198,8 +198,9 @@ def prepare(val_dir: str, devkit: str, output: str, layout: str = "folders",
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Arrange the ILSVRC2012 validation images by class (see the module doc).")
+    first, _, rest = __doc__.strip().partition("\n")
+    parser = argparse.ArgumentParser(description=first, epilog=rest.strip("\n"),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--val-dir", required=True,
                         help="folder with the ILSVRC2012_val_*.JPEG images")
     parser.add_argument("--devkit", required=True,

@@ -32,7 +32,14 @@ def run(args):
     print("$ " + " ".join(cmd[1:]), flush=True)
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    # the run's progress lines, indented (the rest of its log is in its output
+    # dir's train.log); a line at least every train.log_seconds, so minutes are never silent
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            if " step " in line or "done:" in line:
+                print("    " + line.rstrip().split("] ", 1)[-1], flush=True)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.time() - start, (after.ru_utime + after.ru_stime) - (cpu.ru_utime + cpu.ru_stime)
 
@@ -48,7 +55,9 @@ def probe(output_dir, checkpoint=None):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    first, _, rest = __doc__.strip().partition("\n")
+    parser = argparse.ArgumentParser(description=first, epilog=rest.strip("\n"),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="output/ssl_demo", help="directory for all runs")
     parser.add_argument("--budget", type=float, default=300.0,
                         help="pretraining wall-time budget per method, seconds")

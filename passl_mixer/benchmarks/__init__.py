@@ -3,4 +3,4 @@
 Each module defines ``add_args(parser)`` and ``run(args) -> dict`` (the figures, printed as
 JSON by the tool). They measure speed and memory on this machine; tests never time anything.
 """
-MODES = ("train", "data", "infer", "convert")
+MODES = ("train", "data", "infer", "convert", "threads")

@@ -73,7 +73,7 @@ def _setup_predictor(job: Dict[str, Any]):
     from ..inference import Predictor
 
     predictor = Predictor(job["model_dir"], precision=job["precision"], threads=job["threads"],
-                          batch_size=job["batch_size"])
+                          batch_size=job["batch_size"], keep_memory=True, quiet=True)
     x = np.random.default_rng(0).standard_normal([job["batch_size"], *predictor.input_shape],
                                                  dtype=np.float32)
     return (lambda: predictor.run(x)), predictor.precision

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import os
 import resource
 import time
 
@@ -23,6 +22,7 @@ def add_args(parser):
 def run(args) -> dict:
     import paddle
 
+    from ..cli import current_threads
     from ..config import load_config
     from ..optim import build_optimizer
     from ..registry import build_model
@@ -55,7 +55,7 @@ def run(args) -> dict:
     macs = bb.macs() + bb.num_features * model.num_classes
     result = {
         "config": args.config, "batch_size": batch, "img_size": list(bb.img_size),
-        "threads": int(os.environ.get("OMP_NUM_THREADS", "1")), "paddle": paddle.__version__,
+        "threads": current_threads(), "paddle": paddle.__version__,
         "device": paddle.device.get_device(),
         "ms_per_step": round(seconds * 1000, 1), "img_per_s": round(batch / seconds, 1),
         "train_gflop_per_s": round(3 * 2 * macs * batch / seconds / 1e9, 1),

@@ -5,6 +5,9 @@
 * :func:`load_pretrained` — load any of those (or a converted file, a training checkpoint, a
   MoCo v3 / BYOL checkpoint's backbone) into a model, re-initialising a head that does not fit
   and resizing the token-mixing MLPs for another resolution; ``model.pretrained`` in a config.
+* :func:`load_weights` / :func:`save_weights` / :func:`set_weights` — this package's own weight
+  files (``.pdparams``, ``.safetensors``, the model in a ``.pdckpt``), read and loaded exactly:
+  all weight I/O of the package is in :mod:`passl_mixer.checkpoints.weights`.
 * :func:`resize_token_mixing` and friends — the paper's block-diagonal resolution change
   (Appendix C) and an interpolation for other ratios.
 """
@@ -13,7 +16,9 @@ from .pretrained import load_initial_weights, load_pretrained
 from .reader import Checkpoint, read_checkpoint
 from .resolution import (blockdiag_token_mixing, interpolate_token_mixing, resize_token_mixing,
                          subsequences)
+from .weights import load_weights, save_weights, set_weights
 
 __all__ = ["convert_checkpoint", "model_config", "load_pretrained", "load_initial_weights", "Checkpoint",
            "read_checkpoint", "resize_token_mixing", "blockdiag_token_mixing",
-           "interpolate_token_mixing", "subsequences"]
+           "interpolate_token_mixing", "subsequences", "load_weights", "save_weights",
+           "set_weights"]

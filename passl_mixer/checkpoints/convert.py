@@ -19,12 +19,12 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import yaml
 
-from ..engine.checkpoint import list_some, save_weights
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_dir, require_dir, write_text
 from ..models.backbones.mlp_mixer import ARCHS, DIM_KEYS
 from ..registry import build_model
 from .reader import Checkpoint, infer_dims, read_checkpoint, token_grid
+from .weights import list_some, save_weights
 
 logger = logging.getLogger("passl_mixer")
 

@@ -24,8 +24,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..engine.checkpoint import list_some
 from ..errors import CheckpointError
+from .weights import list_some
 
 _RULES = [
     (re.compile(r"stem/(kernel|bias)"),

@@ -33,12 +33,12 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from ..engine.checkpoint import list_some, set_weights
 from ..errors import CheckpointError, ConfigError
 from ..models.backbones.mlp_mixer import MlpMixer
 from ..models.heads.linear_cls_head import LinearClsHead
 from .reader import BACKBONE, HEAD, infer_dims, read_checkpoint, token_grid
 from .resolution import choose_method, integer_ratio, resize_token_mixing
+from .weights import list_some, load_weights, set_weights
 
 logger = logging.getLogger("passl_mixer")
 
@@ -158,7 +158,6 @@ def load_initial_weights(model, cfg) -> Optional[str]:
     (a path or a mapping of :func:`load_pretrained` options) adapts published or converted
     weights to the model. ``weights`` wins when both are set.
     """
-    from ..engine.checkpoint import load_weights, set_weights
     from ..schema import check_call
 
     if cfg.get("weights"):

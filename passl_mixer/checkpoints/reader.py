@@ -39,10 +39,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..engine.checkpoint import WEIGHTS_INSIDE, list_some, load_weights
 from ..errors import CheckpointError
 from ..fileio import require_file
 from .official import is_official, read_member, read_official
+from .weights import WEIGHTS_INSIDE, list_some, load_weights
 
 BACKBONE = "backbone."
 HEAD = "head.fc."

@@ -1,8 +1,10 @@
-"""Training engine: the Trainer loop, evaluation, checkpoints, logging, distributed helpers."""
-from .checkpoint import (find_resume_checkpoint, load_checkpoint, load_weights, save_checkpoint,
-                         save_weights, set_weights)
+"""Training engine: the Trainer loop, evaluation, training checkpoints, distributed helpers.
+
+Model weight files are :mod:`passl_mixer.checkpoints`, the logger :mod:`passl_mixer.logs`.
+"""
+from .checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
 from .evaluate import evaluate
 from .trainer import Trainer, TrainingDiverged
 
 __all__ = ["Trainer", "TrainingDiverged", "evaluate", "find_resume_checkpoint", "load_checkpoint",
-           "load_weights", "save_checkpoint", "save_weights", "set_weights"]
+           "save_checkpoint"]

@@ -6,22 +6,14 @@ of a world of one, and every helper here is then a no-op.
 """
 from __future__ import annotations
 
-import os
-
 import paddle
 import paddle.distributed as dist
 
+# the rank queries live below the logger (passl_mixer.ranks); the engine reaches all of its
+# process-topology helpers through this module (``dist.is_main()``, ``dist.barrier()``)
+from ..ranks import is_main, rank, world_size
 
-def world_size() -> int:
-    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-
-
-def rank() -> int:
-    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
-
-
-def is_main() -> bool:
-    return rank() == 0
+__all__ = ["world_size", "rank", "is_main", "init", "all_reduce_sum", "barrier"]
 
 
 _initialised = False

@@ -8,7 +8,7 @@ import paddle
 import paddle.nn.functional as F
 
 from . import distributed as dist
-from .logger import ProgressBar
+from ..logs import ProgressBar
 
 
 @paddle.no_grad()

@@ -21,20 +21,25 @@ import numpy as np
 import paddle
 
 from .. import data as data_lib
+from ..checkpoints import load_initial_weights
+from ..checkpoints.weights import float32_state_dict, set_weights
 from ..config import dump_config
 from ..errors import CheckpointError, ConfigError, PasslMixerError
 from ..fileio import link_or_copy, make_dir, write_text
+from ..logs import ProgressBar, VisualDLWriter, format_eta, setup_logging
 from ..optim import build_optimizer
 from ..models import average_batchnorm_stats, convert_sync_batchnorm
 from ..registry import build_model
-from ..schema import (Decay, Field, NonNegativeInt, PositiveFloat, PositiveInt, Section,
+from ..schema import (Decay, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                      PositiveInt, Section,
                       check_call, section, tracking, validate_section)
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .amp import check_amp_support, o2_decorate_kwargs
 from .ema import ModelEma
 from .evaluate import evaluate
-from .logger import ProgressBar, VisualDLWriter, format_eta, setup_logging
+from .evaluation import require_weights
+from .inputs import check_inputs
 
 @section("")
 class RunSection(Section):
@@ -75,6 +80,10 @@ class TrainSection(Section):
     base_batch_size: Optional[PositiveInt] = Field(
         None, description="if set, lr is scaled by global batch / base_batch_size")
     log_interval: PositiveInt = Field(20, description="optimizer updates between log lines")
+    log_seconds: NonNegativeFloat = Field(60.0, description="also log a progress line at least "
+                                          "every this many seconds (0: only every "
+                                          "log_interval updates), so that a slow run shows "
+                                          "progress in its log off a terminal")
     eval_interval: NonNegativeInt = Field(1, description="epochs between evaluations (0: only "
                                           "at the end)")
     save_interval: NonNegativeInt = Field(1, description="epochs between numbered checkpoints "
@@ -117,7 +126,8 @@ def validate_config(cfg: Dict) -> Dict[str, Dict[str, Any]]:
     return sections
 
 
-RUN_FILES = ("checkpoints", "vdl", "metrics.json", "config.yaml", "train.log", "eval.json")
+RUN_FILES = ("checkpoints", "vdl", "metrics.json", "config.yaml", "train.log", "eval.json",
+             "eval")
 
 
 def move_run_aside(output_dir: str) -> str:
@@ -155,17 +165,6 @@ def check_class_count(model, loader, where: str) -> None:
         f"(or point {where}.dataset.root at the intended data).")
 
 
-def require_weights(cfg: Dict, resume_path: Optional[str], resume: Optional[str]) -> None:
-    """Evaluating without any weights would report the accuracy of a random initialisation."""
-    if resume_path or cfg.get("weights") or (cfg.get("model") or {}).get("pretrained"):
-        return
-    found = (" (--resume auto found no readable checkpoint in train.output_dir)"
-             if resume == "auto" else "")
-    raise ConfigError(f"Nothing to evaluate: no weights were given{found}, so the model would "
-                      f"keep its random initialisation. Add -o weights=PATH (a .pdckpt checkpoint, "
-                      f".pdparams or .safetensors file), --resume PATH, or model.pretrained.")
-
-
 class Trainer:
     """Build everything from ``cfg`` (a merged config dict) and run ``train()`` or ``evaluate()``."""
 
@@ -175,7 +174,9 @@ class Trainer:
         output dir, if any) or a checkpoint path. A new run refuses an output dir that already
         holds checkpoints unless ``overwrite`` is set, which moves that run's files aside.
         ``eval_only``: build for :meth:`evaluate` alone, which needs weights to evaluate
-        (``--resume``, ``weights`` or ``model.pretrained``) and writes no checkpoint."""
+        (``--resume``, ``weights`` or ``model.pretrained``) and writes no checkpoint. The tools
+        evaluate through :func:`~passl_mixer.engine.evaluation.evaluate_config` instead, which
+        needs no training data and writes nothing into the run."""
         self.cfg = copy.deepcopy(cfg)
         # validated in the copy that is built from (tracking() knows its mappings' paths)
         sections = validate_config(self.cfg)
@@ -189,6 +190,9 @@ class Trainer:
 
         dist.init()
         self.rank, self.world_size = dist.rank(), dist.world_size()
+        # every missing dataset folder, list file or weights file at once, before anything
+        # (the output dir, a log, a model) is created
+        check_inputs(self.cfg, splits=("train", "val"), resume=resume)
         if eval_only:
             self.resume_path = ckpt.find_resume_checkpoint(self.output_dir) \
                 if resume == "auto" else resume
@@ -222,6 +226,9 @@ class Trainer:
                 f"step: per-device batch {self.train_loader.batch_size} x {self.world_size} "
                 f"process(es) x accum_steps {self.accum_steps} is larger. Lower the batch size.")
         self.total_steps = self.epochs * self.steps_per_epoch
+        # where this run stops: train.max_steps may end it before the last epoch
+        self.run_steps = min(self.total_steps, t["max_steps"] or self.total_steps)
+        self.run_epochs = min(self.epochs, math.ceil(self.run_steps / self.steps_per_epoch))
         self.global_batch = self.train_loader.batch_size * self.world_size * self.accum_steps
 
         paddle.seed(self.seed)  # same initial weights everywhere (DataParallel also broadcasts)
@@ -229,8 +236,6 @@ class Trainer:
         check_class_count(self.model, self.train_loader, "data.train")
         if self.val_loader is not None:
             check_class_count(self.model, self.val_loader, "data.val")
-        # here, not at the top: passl_mixer.checkpoints itself imports the engine
-        from ..checkpoints import load_initial_weights
         load_initial_weights(self.model, self.cfg)  # weights: PATH or model.pretrained
         if self.dist_cfg["sync_bn"] and self.world_size > 1:
             # Paddle's nn.SyncBatchNorm on GPUs; ours on CPU, where Paddle's has no kernel
@@ -343,11 +348,11 @@ class Trainer:
         return {
             # float32, so that the weights load into any float32 model (O2 keeps them in
             # float16/bfloat16; the optimizer's master weights, saved with it, are float32)
-            "model": ckpt.float32_state_dict(self.model.state_dict()),
+            "model": float32_state_dict(self.model.state_dict()),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
-            "ema": ckpt.float32_state_dict(self.ema.state_dict()) if self.ema else None,
+            "ema": float32_state_dict(self.ema.state_dict()) if self.ema else None,
             "epoch": self.epoch, "global_step": self.global_step, "best_top1": self.best_top1,
             "history": self.history,
             # Paddle's generator is re-seeded from (seed, epoch, rank) each epoch; its state at
@@ -365,7 +370,7 @@ class Trainer:
             self.log(f"--resume auto: no checkpoint in {self.output_dir}, starting from scratch")
             return
         state = ckpt.load_checkpoint(path)
-        ckpt.set_weights(self.model, state["model"], source=f"checkpoint '{path}'")
+        set_weights(self.model, state["model"], source=f"checkpoint '{path}'")
         self.optimizer.set_state_dict(state["optimizer"])
         if self.lr_scheduler and state.get("lr_scheduler"):
             self.lr_scheduler.set_state_dict(state["lr_scheduler"])
@@ -382,6 +387,30 @@ class Trainer:
         if rng.get("numpy") is not None:
             np.random.set_state(rng["numpy"])
         self.log(f"resumed from {path}: epoch {self.epoch}, step {self.global_step}")
+        self._warn_changed_settings(path, state)
+
+    def _warn_changed_settings(self, path: str, state: Dict[str, Any]) -> None:
+        """One warning line when the checkpoint's run had another train.epochs, world size or
+        global batch: the run continues, but not as the checkpoint's run would have."""
+        cfg = state.get("config") if isinstance(state.get("config"), dict) else {}
+        train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+        world = (state.get("meta") or {}).get("world_size")
+        batch = ((cfg.get("data") or {}).get("train") or {}).get("batch_size")
+        changes = []
+        epochs = train.get("epochs", 1)
+        if epochs != self.epochs:
+            changes.append(f"train.epochs {epochs} -> {self.epochs}")
+        if world is not None and world != self.world_size:
+            changes.append(f"world size {world} -> {self.world_size} process(es)")
+        if world is not None and batch is not None:
+            global_batch = batch * world * (train.get("accum_steps") or 1)
+            if global_batch != self.global_batch:
+                changes.append(f"global batch {global_batch} -> {self.global_batch}")
+        if changes:
+            self.logger.warning(
+                f"warning: {path} was written by a run with other settings ({'; '.join(changes)}): "
+                f"training continues from its step {self.global_step} under this run's settings "
+                f"(total steps, lr schedule and batches follow them, not the checkpoint's)")
 
     def _restore_paddle_rng(self, saved) -> None:
         """paddle.get_rng_state() holds one generator state per visible device of the saving
@@ -468,7 +497,15 @@ class Trainer:
         self.log(f"global batch {self.global_batch} = {self.train_loader.batch_size} per device x "
                  f"{self.world_size} process(es) x {self.accum_steps} accumulation step(s); "
                  f"{self.steps_per_epoch} steps/epoch, {self.epochs} epochs, {self.total_steps} steps"
+                 + (f"; train.max_steps stops the run after {self.run_steps} steps (the lr "
+                    f"schedule still spans {self.total_steps})"
+                    if self.run_steps < self.total_steps else "")
                  + (f"; lr scaled by {self.lr_scale:.3g}" if self.lr_scale != 1.0 else ""))
+        warmup = getattr(self.lr_scheduler, "warmup_steps", 0)
+        if self.run_steps < warmup:
+            self.logger.warning(f"warning: the lr warmup ({warmup} steps) is longer than the run "
+                                f"(train.max_steps {self.run_steps}): lr never reaches "
+                                f"optimizer.lr")
         self.log(f"output: {os.path.abspath(self.output_dir)}")
 
     def train(self) -> Dict[str, Any]:
@@ -480,14 +517,17 @@ class Trainer:
         self._describe()
         max_steps = t["max_steps"]
         log_every = max(1, int(t["log_interval"]))
+        log_seconds = float(t["log_seconds"])
         run_start, steps_at_start = time.time(), self.global_step
         last = None
+        last_line = run_start  # when the last log line was written
         while self.epoch < self.epochs and not (max_steps and self.global_step >= max_steps):
             epoch = self.epoch
             self.train_loader.set_epoch(epoch)
             paddle.seed(self.seed * 1_000_003 + epoch * 1_009 + self.rank)
             self.train_model.train()
-            bar = ProgressBar(self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}")
+            bar = ProgressBar(min(self.steps_per_epoch, self.run_steps - epoch * self.steps_per_epoch),
+                              desc=f"epoch {epoch + 1}/{self.run_epochs}")
             window = {"loss": 0.0, "acc1": 0.0, "n": 0, "images": 0, "data_time": 0.0}
             window_start = tick = time.time()
             micro = 0
@@ -513,10 +553,16 @@ class Trainer:
                     self._optimizer_step()
                     done = self.global_step
                     bar.update(done - epoch * self.steps_per_epoch, f"loss {loss:.4f}")
-                    if done % log_every == 0 or done == self.total_steps:
+                    if done % log_every == 0 or done == self.run_steps:
                         last = self._log_window(window, window_start, run_start, steps_at_start)
                         window = {k: 0 for k in window}
-                        window_start = time.time()
+                        window_start = last_line = time.time()
+                    elif log_seconds and time.time() - last_line >= log_seconds:
+                        # rank 0's own numbers so far in this window (no collective: the
+                        # ranks' clocks differ); the window goes on to its log_interval line
+                        self._log_window(window, window_start, run_start, steps_at_start,
+                                         collective=False)
+                        last_line = time.time()
                     if max_steps and done >= max_steps:
                         break
                 tick = time.time()
@@ -533,9 +579,12 @@ class Trainer:
         return {"best_top1": self.best_top1, "history": self.history,
                 "output_dir": self.output_dir}
 
-    def _log_window(self, window, window_start, run_start, steps_at_start):
-        # average over ranks (every rank logs at the same steps, so the collective lines up)
-        loss_sum, acc_sum, n = dist.all_reduce_sum([window["loss"], window["acc1"], window["n"]])
+    def _log_window(self, window, window_start, run_start, steps_at_start, collective=True):
+        """Log the window's averages and the ETA; ``collective``: averaged over the ranks (every
+        rank logs at the same steps, so the collective lines up) and written to VisualDL,
+        else (a time-based progress line) this rank's numbers, logged only."""
+        values = [window["loss"], window["acc1"], window["n"]]
+        loss_sum, acc_sum, n = dist.all_reduce_sum(values) if collective else values
         n = max(1.0, n)
         elapsed = time.time() - window_start
         ips = window["images"] / max(elapsed, 1e-9)
@@ -543,11 +592,12 @@ class Trainer:
         lr = self.optimizer.get_lr()
         values = {"loss": loss_sum / n, "train_acc1": acc_sum / n, "lr": lr,
                   "img_per_s": ips}
-        self.log(f"epoch {self.epoch + 1}/{self.epochs} step {self.global_step}/{self.total_steps} "
+        self.log(f"epoch {self.epoch + 1}/{self.run_epochs} step {self.global_step}/{self.run_steps} "
                  f"loss {values['loss']:.4f} lr {lr:.3e} {ips:.1f} img/s "
                  f"data {window['data_time'] / max(1, window['n']) * 1000:.0f} ms/batch "
-                 f"eta {format_eta(rate * (self.total_steps - self.global_step))}")
-        self.vdl.scalars(values, self.global_step, prefix="train/")
+                 f"eta {format_eta(rate * (self.run_steps - self.global_step))}")
+        if collective:
+            self.vdl.scalars(values, self.global_step, prefix="train/")
         return values
 
     def _maybe_evaluate(self, finished: bool) -> Optional[Dict[str, float]]:
@@ -587,9 +637,13 @@ class Trainer:
         cdir = os.path.abspath(ckpt.checkpoint_dir(self.output_dir))
         self.log(f"done: {self.global_step} steps; best top1 "
                  f"{self.best_top1:.2f}" if self.best_top1 >= 0 else f"done: {self.global_step} steps")
-        self.log(f"checkpoints: {cdir} (latest{ckpt.CKPT_EXT}, best{ckpt.CKPT_EXT})")
-        self.log(f"VisualDL logs: {os.path.abspath(os.path.join(self.output_dir, 'vdl'))} "
-                 f"(view with: visualdl --logdir {os.path.join(self.output_dir, 'vdl')})")
+        written = [f"{name}{ckpt.CKPT_EXT}" for name in ("latest", "best")
+                   if os.path.isfile(os.path.join(cdir, f"{name}{ckpt.CKPT_EXT}"))]
+        if written:  # best exists only for runs that evaluate (not SSL pretraining)
+            self.log(f"checkpoints: {cdir} ({', '.join(written)})")
+        if self.vdl.writer is not None:  # None without VisualDL installed: nothing written
+            self.log(f"VisualDL logs: {os.path.abspath(os.path.join(self.output_dir, 'vdl'))} "
+                     f"(view with: visualdl --logdir {os.path.join(self.output_dir, 'vdl')})")
 
     def evaluate(self) -> Dict[str, float]:
         self._average_bn_stats()

@@ -10,8 +10,8 @@ import sys
 import time
 from typing import Dict, Optional
 
-from ..fileio import make_dir
-from . import distributed as dist
+from . import ranks as dist
+from .fileio import make_dir
 
 LOGGER_NAME = "passl_mixer"
 

@@ -1,0 +1,52 @@
+"""What can be built: registered names, the MLP-Mixer variants and the shipped configs.
+
+    import passl_mixer
+    passl_mixer.list_models()     # {'models': ['BYOL', 'ImageClassifier', ...], 'backbones': ...}
+    passl_mixer.list_variants()   # {'s32': {'patch_size': 32, 'hidden_dim': 512, ...}, ...}
+    passl_mixer.list_configs()    # ['configs/demo/mixer_digits.yaml', ...]
+
+``python tools/list.py`` prints the same.
+"""
+from __future__ import annotations
+
+import importlib
+
+import os
+from typing import Dict, List, Optional
+
+from . import registry
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# config-section name of each registry, in the order a config uses them
+REGISTRIES = {"models": "MODELS", "backbones": "BACKBONES", "necks": "NECKS", "heads": "HEADS",
+              "losses": "LOSSES", "datasets": "DATASETS", "transforms": "TRANSFORMS",
+              "optimizers": "OPTIMIZERS", "lr_schedulers": "LR_SCHEDULERS"}
+
+
+def list_models() -> Dict[str, List[str]]:
+    """The names each registry accepts as ``name:`` (installed plugins included), sorted."""
+    importlib.import_module(".optim", __package__)  # registers the optimizers and lr schedules
+
+    registry.load_plugins()
+    return {key: list(getattr(registry, attr).keys()) for key, attr in REGISTRIES.items()}
+
+
+def list_variants() -> Dict[str, Dict[str, int]]:
+    """The MLP-Mixer variants of the paper's Table 1 (``backbone: {name: MlpMixer, arch: b16}``)
+    with their dimensions."""
+    from .models import ARCHS
+
+    return {arch: dict(dims) for arch, dims in ARCHS.items()}
+
+
+def list_configs(root: Optional[str] = None) -> List[str]:
+    """The runnable configs under ``root``/configs (default: this source checkout; a pip-installed
+    package ships no configs, so then the list is empty), as paths relative to ``root``; the
+    ``_base_`` fragments they inherit from are left out."""
+    root = REPO_ROOT if root is None else root
+    found = []
+    for dirpath, dirnames, filenames in os.walk(os.path.join(root, "configs")):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(("_", ".")))
+        found.extend(os.path.relpath(os.path.join(dirpath, f), root)
+                     for f in sorted(filenames) if f.endswith((".yaml", ".yml")))
+    return found
