@@ -119,11 +119,29 @@ def _print_error(exc: BaseException) -> None:
     sys.exit(2)
 
 
+def _quiet_launcher_termination() -> None:
+    """Under ``paddle.distributed.launch``, when one rank exits (say with a clear data error),
+    the launcher ends the others with SIGTERM. Paddle's fatal-signal handler, installed when
+    Paddle is imported, would then print a C++ "Termination signal" stack for a process that
+    merely lost the race to exit, burying the one message that matters. Restore the default
+    action: the process ends at once, silently (files are written atomically, so nothing is
+    left half-written)."""
+    from .ranks import world_size
+
+    if world_size() > 1:
+        import importlib
+        import signal
+
+        importlib.import_module("paddle")  # its import installs the handler replaced here
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> None:
     """Run ``main``; print a user error as one paragraph (no traceback) and exit with 2.
     Paddle's CPU math threads are set first (``--threads N`` in the arguments, else
     :func:`default_threads`)."""
     set_threads(_threads_from_argv(argv))
+    _quiet_launcher_termination()
     try:
         code = main(argv)
     except PasslMixerError as exc:

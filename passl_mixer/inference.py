@@ -490,6 +490,24 @@ class Predictor:
                 for i in range(0, len(items), self.batch_size)]
         return np.concatenate(outs) if outs else self.run(np.zeros([0, *self.input_shape]))
 
+    def classify_files(self, files: Sequence[str], k: int = 5):
+        """Classify image files ``batch_size`` at a time, skipping the unreadable ones (a
+        :class:`DataError` or :class:`ShapeError` from :meth:`preprocess`). Yields one
+        ``(end, results, skipped)`` per batch: ``end`` the index in ``files`` just past the
+        batch, ``results`` ``[(path, topk list)]`` for its readable images (see :meth:`topk`),
+        ``skipped`` ``[(path, error)]`` for the others."""
+        for start in range(0, len(files), self.batch_size):
+            paths, arrays, skipped = [], [], []
+            for path in files[start:start + self.batch_size]:
+                try:
+                    arrays.append(self.preprocess(path))
+                    paths.append(path)
+                except (DataError, ShapeError) as exc:
+                    skipped.append((path, exc))
+            results = (list(zip(paths, self.topk(self.run(np.stack(arrays)), k))) if arrays
+                       else [])
+            yield min(start + self.batch_size, len(files)), results, skipped
+
     def topk(self, outputs: np.ndarray, k: int = 5) -> List[List[Dict[str, Any]]]:
         """Per image, the ``k`` best classes: ``{label, class_name, score}`` with the score a
         probability (softmax of the logits unless the graph already ends in one)."""

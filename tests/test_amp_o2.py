@@ -205,7 +205,7 @@ def test_momentum_encoder_stays_float32_and_moves_under_o2(name, target):
     before = {k: v.numpy().copy() for k, v in encoder.named_parameters()}
     online_now = {k: v.astype("float32").numpy() for k, v in online.named_parameters()
                   if not v.stop_gradient}  # trained weights (not BatchNorm statistics)
-    model.after_train_step(0, 100)  # momentum 0.999
+    model.after_step(0, 100)  # momentum 0.999
     assert model.momentum == pytest.approx(0.999)
     for k, v in encoder.named_parameters():
         if k not in online_now:

@@ -1,5 +1,4 @@
 """tools/cifar10_to_folders.py on a tiny archive in the CIFAR-10 binary format."""
-import importlib.util
 import io
 import os
 import tarfile
@@ -8,19 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import load_tool
 from passl_mixer.cli import run
 
-TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
-                    "cifar10_to_folders.py")
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck"]
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("cifar10_to_folders", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
 
 
 def fake_archive(path, rng, per_batch=2, drop=None):
@@ -47,7 +38,7 @@ def test_unpacks_into_class_folders(tmp_path):
     images = fake_archive(tmp_path / "c.tar.gz", rng)
     out = tmp_path / "cifar10"
     with pytest.raises(SystemExit) as exit_info:
-        run(load_tool().main, ["--src", str(tmp_path / "c.tar.gz"), "--output", str(out)])
+        run(load_tool("cifar10_to_folders").main, ["--src", str(tmp_path / "c.tar.gz"), "--output", str(out)])
     assert exit_info.value.code == 0
     assert sorted(os.listdir(out / "train")) == CLASSES
     labels, pixels = images["test_batch.bin"]
@@ -59,7 +50,7 @@ def test_unpacks_into_class_folders(tmp_path):
 def test_python_version_or_truncated_archive_is_refused(tmp_path, capsys):
     fake_archive(tmp_path / "c.tar.gz", np.random.default_rng(0), drop="test_batch.bin")
     with pytest.raises(SystemExit) as exit_info:
-        run(load_tool().main, ["--src", str(tmp_path / "c.tar.gz"), "--output",
+        run(load_tool("cifar10_to_folders").main, ["--src", str(tmp_path / "c.tar.gz"), "--output",
                                str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "test_batch.bin" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

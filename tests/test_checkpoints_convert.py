@@ -1,5 +1,4 @@
 """tools/convert_checkpoint.py and convert_checkpoint(): layouts, formats, and bad inputs."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import paddle
 import pytest
 
 import passl_mixer as pm
+from conftest import load_tool
 from passl_mixer.checkpoints import convert_checkpoint
 from passl_mixer.cli import run
 from passl_mixer.checkpoints.weights import load_weights, set_weights
@@ -163,9 +163,7 @@ def test_tool_end_to_end(tmp_path):
 
 
 def test_tool_reports_a_bad_file_in_one_paragraph(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("convert_tool", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("convert_checkpoint")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04" + bytes(100))
     with pytest.raises(SystemExit) as exit_info:

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TINY_BACKBONE, tiny_train_config, write_yaml
-
-import passl_mixer as pm
 from passl_mixer.checkpoints.weights import save_weights
 from passl_mixer.export import export_model
 from passl_mixer.inference import Predictor

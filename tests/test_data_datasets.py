@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from passl_mixer.data import ImageFolder, ImageList, to_rgb
+from passl_mixer.data import ImageFolder, ImageList, list_images, to_rgb
 from passl_mixer.errors import DataError
 from passl_mixer.registry import DATASETS
 
@@ -237,3 +237,23 @@ def test_shipped_digits_dataset_loads():
     img, label = val[0]
     assert img.shape == (3, 8, 8) and label == 0
     assert img.max() > 200 and img.min() == 0  # 0..16 was scaled to 0..255
+
+
+def test_list_images_walks_a_folder_recursively_in_sorted_order(tmp_path):
+    for rel in ["b/z.png", "b/a.JPG", "a.png", "c/d/e.webp", ".hidden/x.png", "b/.y.png"]:
+        save(str(tmp_path / rel), Image.fromarray(rgb_array(0)).convert("RGB"),
+             format="PNG")
+    (tmp_path / "notes.txt").write_text("not an image")
+    found = [os.path.relpath(p, tmp_path) for p in list_images(str(tmp_path))]
+    assert found == ["a.png", os.path.join("b", "a.JPG"), os.path.join("b", "z.png"),
+                     os.path.join("c", "d", "e.webp")]
+    assert list_images(str(tmp_path / "notes.txt")) == [str(tmp_path / "notes.txt")]  # a file
+
+
+def test_list_images_errors_name_the_path(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        list_images(str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="--input") as err:
+        list_images(str(tmp_path / "missing"), "--input")
+    assert str(tmp_path / "missing") in str(err.value)

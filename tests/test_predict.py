@@ -176,6 +176,22 @@ def test_topk_scores_are_probabilities_with_or_without_softmax_in_the_graph(tiny
 
 
 # -- the command-line tools ------------------------------------------------------------------
+def test_classify_files_batches_and_skips_unreadable_images(tiny, tmp_path):
+    model_dir, _, _ = tiny
+    images = val_images(3)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    files = [images[0], str(broken), images[1], images[2]]
+    predictor = Predictor(model_dir, batch_size=2)
+    batches = list(predictor.classify_files(files, k=2))
+    assert [end for end, _, _ in batches] == [2, 4]
+    assert [path for _, results, _ in batches for path, _ in results] == images
+    (skipped, exc), = batches[0][2]
+    assert skipped == str(broken) and isinstance(exc, DataError) and not batches[1][2]
+    expected = predictor.topk(predictor.predict(images), k=2)
+    assert [top for _, results, _ in batches for _, top in results] == expected
+
+
 def run_tool(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
 

@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import tarfile
 
@@ -7,14 +6,12 @@ import pytest
 import scipy.io  # a test requirement (requirements/test.txt): the tool reads meta.mat with it
 from PIL import Image
 
+from conftest import load_tool
 from passl_mixer.data import ImageFolder, ImageList
+from passl_mixer.data.imagenet_val import prepare
 from passl_mixer.errors import DataError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location(
-    "prepare_imagenet_val", os.path.join(ROOT, "tools", "prepare_imagenet_val.py"))
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool("prepare_imagenet_val")  # only its main, run in-process
 
 # ILSVRC2012_ID -> WNID, deliberately not in sorted-WNID order, plus a non-leaf synset (as in
 # the real meta.mat) that must not become a class.
@@ -57,7 +54,7 @@ def image_index(path):
 def test_folders_layout_with_symlinks_matches_sorted_wnid_labels(imagenet, tmp_path):
     val_dir, devkit = imagenet
     out = tmp_path / "val"
-    counts = tool.prepare(str(val_dir), str(devkit), str(out))
+    counts = prepare(str(val_dir), str(devkit), str(out))
     assert counts == dict(images=7, placed=7, skipped=0, classes=3)
     ds = ImageFolder(out)
     assert ds.class_names == SORTED_WNIDS  # the non-leaf synset is not a class
@@ -73,7 +70,7 @@ def test_list_layout_from_tarball_with_copies(imagenet, tmp_path):
     with tarfile.open(tarball, "w:gz") as tar:
         tar.add(devkit, arcname="ILSVRC2012_devkit_t12")
     out = tmp_path / "val_list_layout"
-    tool.prepare(str(val_dir), str(tarball), str(out), layout="list", link="copy")
+    prepare(str(val_dir), str(tarball), str(out), layout="list", link="copy")
     lines = (out / "val_list.txt").read_text().splitlines()
     assert lines == [f"ILSVRC2012_val_{i + 1:08d}.JPEG {label}" for i, label in enumerate(LABELS)]
     assert (out / "class_names.txt").read_text().split() == SORTED_WNIDS
@@ -86,7 +83,7 @@ def test_list_layout_from_tarball_with_copies(imagenet, tmp_path):
 def test_list_layout_in_place_writes_only_the_list(imagenet):
     val_dir, devkit = imagenet
     before = sorted(os.listdir(val_dir))
-    counts = tool.prepare(str(val_dir), str(devkit), str(val_dir), layout="list", link="move")
+    counts = prepare(str(val_dir), str(devkit), str(val_dir), layout="list", link="move")
     assert counts["placed"] == 0 and counts["skipped"] == 7
     assert sorted(os.listdir(val_dir)) == sorted(before + ["val_list.txt", "class_names.txt"])
 
@@ -94,9 +91,9 @@ def test_list_layout_in_place_writes_only_the_list(imagenet):
 def test_rerun_and_move_are_idempotent(imagenet, tmp_path):
     val_dir, devkit = imagenet
     out = tmp_path / "moved"
-    assert tool.prepare(str(val_dir), str(devkit), str(out), link="move")["placed"] == 7
+    assert prepare(str(val_dir), str(devkit), str(out), link="move")["placed"] == 7
     assert not list(val_dir.glob("*.JPEG"))  # all moved
-    again = tool.prepare(str(val_dir), str(devkit), str(out), link="move")
+    again = prepare(str(val_dir), str(devkit), str(out), link="move")
     assert again["placed"] == 0 and again["skipped"] == 7
     assert len(ImageFolder(out)) == 7
 
@@ -107,7 +104,7 @@ def test_resumes_after_an_interruption(imagenet, tmp_path):
     (out / "n03000003").mkdir(parents=True)
     (out / "n03000003" / "ILSVRC2012_val_00000001.JPEG.tmp").write_bytes(b"half a file")
     os.symlink(str(tmp_path / "gone.JPEG"), out / "n03000003" / "ILSVRC2012_val_00000004.JPEG")
-    counts = tool.prepare(str(val_dir), str(devkit), str(out))
+    counts = prepare(str(val_dir), str(devkit), str(out))
     assert counts["placed"] == 7  # the broken link was replaced, the leftover .tmp overwritten
     assert len(ImageFolder(out)) == 7 and ImageFolder(out)[3][0].shape == (3, 4, 5)
     assert not list(out.rglob("*.tmp"))
@@ -118,7 +115,7 @@ def test_missing_images_fail_before_anything_is_written(imagenet, tmp_path):
     os.remove(val_dir / "ILSVRC2012_val_00000005.JPEG")
     out = tmp_path / "val"
     with pytest.raises(DataError) as err:
-        tool.prepare(str(val_dir), str(devkit), str(out))
+        prepare(str(val_dir), str(devkit), str(out))
     assert "lists 7" in str(err.value) and "1 of them" in str(err.value)
     assert "ILSVRC2012_val_00000005.JPEG" in str(err.value)
     assert not out.exists()
@@ -128,19 +125,19 @@ def test_extra_images_mean_a_mismatched_devkit(imagenet, tmp_path):
     val_dir, devkit = imagenet
     write_val_images(val_dir, count=9)
     with pytest.raises(DataError, match="2 images the devkit"):
-        tool.prepare(str(val_dir), str(devkit), str(tmp_path / "val"))
+        prepare(str(val_dir), str(devkit), str(tmp_path / "val"))
 
 
 def test_bad_devkit_inputs(imagenet, tmp_path):
     val_dir, devkit = imagenet
     os.remove(devkit / "data" / "ILSVRC2012_validation_ground_truth.txt")
     with pytest.raises(DataError, match="ILSVRC2012_validation_ground_truth.txt"):
-        tool.prepare(str(val_dir), str(devkit), str(tmp_path / "val"))
+        prepare(str(val_dir), str(devkit), str(tmp_path / "val"))
     (devkit / "data" / "ILSVRC2012_validation_ground_truth.txt").write_text("1\n7\n")
     with pytest.raises(DataError, match=":2:"):
-        tool.prepare(str(val_dir), str(devkit), str(tmp_path / "val"))
+        prepare(str(val_dir), str(devkit), str(tmp_path / "val"))
     with pytest.raises(DataError, match="neither a folder nor a tar"):
-        tool.prepare(str(val_dir), str(tmp_path / "nothing.tar.gz"), str(tmp_path / "val"))
+        prepare(str(val_dir), str(tmp_path / "nothing.tar.gz"), str(tmp_path / "val"))
 
 
 def test_cli_prints_errors_without_traceback(imagenet, tmp_path, capsys):

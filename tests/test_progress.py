@@ -1,11 +1,10 @@
 """Progress in the log off a terminal: a time-based line besides the step interval, step
 counts and ETA against train.max_steps, a warning for a warmup longer than the run, the end of
 an SSL run naming only checkpoints that exist, and tools/ssl_demo.py echoing progress."""
-import importlib.util
 import os
 import re
 
-from conftest import ROOT, TINY_BACKBONE, tiny_train_config, write_yaml
+from conftest import TINY_BACKBONE, load_tool, tiny_train_config, write_yaml
 
 from passl_mixer.engine import Trainer
 
@@ -89,10 +88,7 @@ def test_ssl_run_end_names_only_existing_checkpoints(tmp_path, tiny_data):
 
 
 def test_ssl_demo_echoes_the_runs_progress(tmp_path, tiny_data, capsys):
-    spec = importlib.util.spec_from_file_location("ssl_demo", os.path.join(ROOT, "tools",
-                                                                           "ssl_demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_tool("ssl_demo")
     cfg = tiny_train_config(tiny_data, str(tmp_path / "run"), epochs=1, log_interval=3)
     wall, cpu = demo.run(["-c", write_yaml(tmp_path / "t.yaml", cfg)])
     out = capsys.readouterr().out

@@ -44,7 +44,7 @@ def train_steps(model, steps, lr=3e-3):
         out["loss"].backward()
         opt.step()
         opt.clear_grad()
-        model.after_train_step(step, steps)
+        model.after_step(step, steps)
         losses.append(float(out["loss"]))
     return losses
 
@@ -71,7 +71,7 @@ def test_momentum_update_matches_its_formula(name):
     before = {k: p.numpy().copy() for k, p in target.named_parameters()}
     online_now = {k: p.numpy().copy() for k, p in online.named_parameters()}
     step, total = 3, 10
-    model.after_train_step(step, total)
+    model.after_step(step, total)
     m = 1 - (1 - 0.9) * (math.cos(math.pi * step / total) + 1) / 2
     assert model.momentum == pytest.approx(m)
     for k, p in target.named_parameters():

@@ -1,4 +1,5 @@
-"""Trainer features run in-process on tiny data: accumulation, to_static, EMA, AMP on CPU."""
+"""Trainer features run in-process on tiny data: accumulation, to_static, EMA, the model's loop
+hooks, AMP on CPU."""
 import numpy as np
 import paddle
 import pytest
@@ -6,6 +7,8 @@ import pytest
 from conftest import max_weight_diff, tiny_train_config
 from passl_mixer.engine import Trainer
 from passl_mixer.engine.ema import ModelEma
+from passl_mixer.errors import ConfigError
+from passl_mixer.models.ema import ema_update_
 
 
 def train_weights(cfg):
@@ -58,6 +61,60 @@ def test_ema_is_evaluated_and_saved(tiny_data, tmp_path):
     _, trainer = train_weights(cfg)
     assert "ema_top1" in trainer.history[-1]
     assert trainer.state()["ema"] is not None
+
+
+@pytest.mark.parametrize("untrained", ["average", "keep"])
+def test_ema_update_averages_or_keeps_the_batchnorm_statistics(untrained):
+    """The model EMA averages every entry (running statistics too); a momentum encoder keeps
+    its own running statistics. Trained weights are averaged either way."""
+    paddle.seed(0)
+    source = paddle.nn.Sequential(paddle.nn.Linear(4, 3), paddle.nn.BatchNorm1D(3))
+    target = paddle.nn.Sequential(paddle.nn.Linear(4, 3), paddle.nn.BatchNorm1D(3))
+    source.train()
+    source(paddle.randn([8, 4]) * 3.0 + 1.0)  # moves the source's running statistics
+    for p in source.parameters():
+        if not p.stop_gradient:
+            p.set_value(p + 1.0)
+    before = {k: v.numpy().copy() for k, v in target.state_dict().items()}
+    now = {k: v.numpy() for k, v in source.state_dict().items()}
+    ema_update_(target, source, 0.75, untrained=untrained)
+    for k, v in target.state_dict().items():
+        statistic = k.endswith(("_mean", "_variance"))
+        expected = before[k] if statistic and untrained == "keep" else \
+            0.75 * before[k] + 0.25 * now[k]
+        assert not np.array_equal(before[k], now[k]), k
+        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_the_loop_calls_the_model_hooks_at_their_points(tiny_data, tmp_path):
+    """after_step after each optimizer update, after_epoch when an epoch's steps are done, then
+    after_evaluation with the metrics just evaluated, all before the epoch's checkpoint."""
+    cfg = tiny_train_config(tiny_data, str(tmp_path / "h"), epochs=2, eval_interval=1)
+    trainer = Trainer(cfg)
+    events = []
+    latest = tmp_path / "h" / "checkpoints" / "latest.pdckpt"
+    trainer.model.after_step = lambda step, total: events.append(
+        ("step", step, total, trainer.global_step))
+    trainer.model.after_epoch = lambda epoch: events.append(
+        ("epoch", epoch, len(trainer.history), latest.exists()))
+    trainer.model.after_evaluation = lambda metrics: events.append(
+        ("evaluation", metrics["top1"], len(trainer.history), latest.exists()))
+    trainer.train()
+    n, total = trainer.steps_per_epoch, trainer.total_steps
+    expected = []
+    for epoch in (1, 2):
+        expected += [("step", s, total, s) for s in range((epoch - 1) * n + 1, epoch * n + 1)]
+        expected += [("epoch", epoch, epoch - 1, epoch == 2),
+                     ("evaluation", trainer.history[epoch - 1]["top1"], epoch, epoch == 2)]
+    assert events == expected
+
+
+def test_a_model_without_the_loop_hooks_is_a_config_error(tiny_data, tmp_path, monkeypatch):
+    import passl_mixer.engine.trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "build_model", lambda cfg: paddle.nn.Linear(2, 2))
+    with pytest.raises(ConfigError, match=r"Linear does not inherit passl_mixer\.models\."
+                                          r"TrainingHooks"):
+        Trainer(tiny_train_config(tiny_data, str(tmp_path / "x")))
 
 
 def test_amp_on_cpu_warns_and_trains_in_float32(tiny_data, tmp_path, capsys):

@@ -3,7 +3,6 @@
     python tools/model_info.py                          # every variant of the paper's Table 1
     python tools/model_info.py -c configs/demo/mixer_digits.yaml
 """
-import math
 import os
 import sys
 
@@ -13,17 +12,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from passl_mixer.cli import run, tool_parser  # noqa: E402
-
-
-def count(layer):
-    return sum(math.prod(p.shape) for p in layer.parameters())  # works on lazy parameters too
-
-
-def describe(model):
-    """(backbone params, total params, GMACs per image incl. the head) of an ImageClassifier."""
-    bb = model.backbone
-    head_macs = bb.num_features * model.num_classes
-    return count(bb), count(model), (bb.macs() + head_macs) / 1e9
 
 
 def main(argv=None):
@@ -36,12 +24,13 @@ def main(argv=None):
     import paddle
 
     import passl_mixer as pm
+    from passl_mixer.models.info import describe_classifier
 
     if args.config:
         cfg = pm.load_config(args.config, args.override)
         with paddle.LazyGuard():  # shapes only: no memory for the weights
             model = pm.build_model(cfg["model"])
-        bb_params, total, gmacs = describe(model)
+        bb_params, total, gmacs = describe_classifier(model)
         b = model.backbone
         print(f"{cfg['model']['name']} / MlpMixer: {b.num_tokens} tokens of {b.hidden_dim} channels, "
               f"{b.num_blocks} blocks; {total:,} parameters ({bb_params:,} in the backbone); "
@@ -56,7 +45,7 @@ def main(argv=None):
                         "in_channels": d["hidden_dim"]}}
         with paddle.LazyGuard():
             model = pm.build_model(cfg)
-        bb_params, total, gmacs = describe(model)
+        bb_params, total, gmacs = describe_classifier(model)
         print(f"| {arch} | {d['patch_size']} | {d['hidden_dim']} | {d['num_blocks']} "
               f"| {d['tokens_mlp_dim']} | {d['channels_mlp_dim']} | {model.backbone.num_tokens} "
               f"| {bb_params / 1e6:.1f} M | {total:,} | {gmacs:.2f} |")

@@ -20,25 +20,6 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from passl_mixer.cli import run, tool_parser  # noqa: E402
 
 
-def list_images(path: str):
-    """``path`` itself if it is a file, else the images under it (recursively, sorted)."""
-    from passl_mixer.data.datasets import IMG_EXTENSIONS
-    from passl_mixer.errors import DataError
-    from passl_mixer.fileio import require_dir
-
-    if os.path.isfile(path):
-        return [path]
-    require_dir(path, "--input", DataError, "an image file or a folder of images")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-                     if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS))
-    if not found:
-        raise DataError(f"Folder '{path}' holds no images ({', '.join(IMG_EXTENSIONS)}).")
-    return found
-
-
 def main(argv=None):
     parser = tool_parser(__doc__)
     parser.add_argument("--model-dir", required=True, help="a directory from tools/export_model.py")
@@ -59,14 +40,15 @@ def main(argv=None):
     if args.device is None:  # TensorRT is GPU-only: --tensorrt alone means the GPU
         args.device = "gpu" if args.tensorrt else "cpu"
 
+    from passl_mixer.data import list_images
     from passl_mixer.inference import Predictor
 
     predictor = Predictor(args.model_dir, device=args.device, precision=args.precision,
                           threads=args.threads, batch_size=args.batch_size,
                           tensorrt=args.tensorrt, keep_memory=True, quiet=True)
-    files = list_images(args.input)
+    files = list_images(args.input, "--input")
     try:
-        done, skipped = classify(predictor, files, args.batch_size, args.topk)
+        done, skipped = classify(predictor, files, args.topk)
     except BrokenPipeError:  # the reader (e.g. `| head`) stopped: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -74,29 +56,20 @@ def main(argv=None):
     return 0 if done else 1
 
 
-def classify(predictor, files, batch_size, topk):
+def classify(predictor, files, topk):
     """Print a JSON line per readable image; return (classified, skipped) counts."""
-    import numpy as np
-
     from passl_mixer.logs import ProgressBar
-    from passl_mixer.errors import DataError, ShapeError
 
     bar = ProgressBar(len(files), desc="predict", stream=sys.stderr)
     done = skipped = 0
-    for start in range(0, len(files), batch_size):
-        paths, arrays = [], []
-        for path in files[start:start + batch_size]:
-            try:
-                arrays.append(predictor.preprocess(path))
-                paths.append(path)
-            except (DataError, ShapeError) as exc:
-                skipped += 1
-                print(f"warning: skipped {path}: {exc}", file=sys.stderr)
-        if arrays:
-            for path, top in zip(paths, predictor.topk(predictor.run(np.stack(arrays)), topk)):
-                print(json.dumps({"file": path, "topk": top}), flush=True)
-            done += len(arrays)
-        bar.update(min(start + batch_size, len(files)))
+    for end, results, unreadable in predictor.classify_files(files, topk):
+        for path, exc in unreadable:
+            print(f"warning: skipped {path}: {exc}", file=sys.stderr)
+        for path, top in results:
+            print(json.dumps({"file": path, "topk": top}), flush=True)
+        done += len(results)
+        skipped += len(unreadable)
+        bar.update(end)
     bar.close()
     return done, skipped
 

@@ -172,14 +172,14 @@ def run(args) -> Dict[str, Any]:
     from ..config import load_config
     from ..export import export_model
     from ..inference import available_cores, cpu_has_bf16
+    from ..models.info import classifier_macs
     from ..registry import build_model
 
     threads = args.threads or available_cores()
     cfg = _random_weights_config(load_config(args.config, args.override))
     with paddle.LazyGuard():  # only the sizes are needed here
         model = build_model(cfg["model"])
-    head_macs = model.head.in_channels * model.head.num_classes
-    gflop_per_image = 2 * (model.backbone.macs() + head_macs) / 1e9
+    gflop_per_image = 2 * classifier_macs(model) / 1e9
     bs = args.batch_size
     common = dict(batch_size=bs, threads=threads, warmup=args.warmup)
 

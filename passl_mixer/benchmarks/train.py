@@ -24,6 +24,7 @@ def run(args) -> dict:
 
     from ..cli import current_threads
     from ..config import load_config
+    from ..models.info import classifier_macs
     from ..optim import build_optimizer
     from ..registry import build_model
 
@@ -52,7 +53,7 @@ def run(args) -> dict:
         step()
     seconds = (time.perf_counter() - start) / args.steps
     # backward costs about twice the forward: 3 x forward FLOPs (2 FLOPs per MAC) per image
-    macs = bb.macs() + bb.num_features * model.num_classes
+    macs = classifier_macs(model)
     result = {
         "config": args.config, "batch_size": batch, "img_size": list(bb.img_size),
         "threads": current_threads(), "paddle": paddle.__version__,

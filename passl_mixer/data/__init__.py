@@ -3,7 +3,7 @@
 Importing this package registers the datasets (``DATASETS``) and transforms (``TRANSFORMS``).
 """
 from .benchmark import loader_throughput, write_synthetic_jpegs
-from .datasets import IMG_EXTENSIONS, ImageFolder, ImageList, load_rgb, to_rgb
+from .datasets import IMG_EXTENSIONS, ImageFolder, ImageList, list_images, load_rgb, to_rgb
 from .loader import Loader, build_dataloader
 from .mixup import Mixup
 from .randaugment import RandAugment  # importing it registers it in TRANSFORMS
@@ -16,7 +16,7 @@ __all__ = [
     "IMG_EXTENSIONS", "INTERPOLATIONS", "CenterCrop", "Compose", "DistributedBatchSampler",
     "ImageFolder", "ImageList", "Loader", "Mixup", "Normalize", "RandAugment", "RandomErasing",
     "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "ResizeForEval", "build_dataloader",
-    "build_transforms", "interpolation_mode", "load_rgb", "loader_throughput", "to_rgb",
-    "write_synthetic_jpegs",
+    "build_transforms", "interpolation_mode", "list_images", "load_rgb", "loader_throughput",
+    "to_rgb", "write_synthetic_jpegs",
 ]
 from . import views  # noqa: F401  (registers multi-view data)

@@ -37,6 +37,23 @@ MAX_READ_ATTEMPTS = 32
 _WHITE = (255, 255, 255)
 
 
+def list_images(path: str, what: str = "path") -> List[str]:
+    """``[path]`` if ``path`` is a file, else the images under it: recursively, hidden files and
+    folders left out, sorted (folders and files by name, level by level). ``what`` names the
+    path in the :class:`DataError` raised for a missing path or a folder without images."""
+    if os.path.isfile(path):
+        return [path]
+    require_dir(path, what, DataError, "an image file or a folder of images")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                     if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS))
+    if not found:
+        raise DataError(f"Folder '{path}' holds no images ({', '.join(IMG_EXTENSIONS)}).")
+    return found
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any PIL image to 8-bit RGB.
 

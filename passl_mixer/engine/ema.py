@@ -5,12 +5,16 @@ import copy
 
 import paddle
 
+from ..models.ema import ema_update_
+
 
 class ModelEma:
     """``ema = decay * ema + (1 - decay) * weights`` after every optimizer update.
 
     Holds its own copy of the model (in eval mode), so evaluating the EMA weights needs no
-    swapping. Buffers are copied as they are.
+    swapping. Every floating-point state-dict entry is averaged, BatchNorm running statistics
+    included; integer entries are copied. The update is
+    :func:`passl_mixer.models.ema.ema_update_` with ``untrained="average"``.
 
     The copy is float32 whatever the model's precision: under AMP O2 the model's weights are
     float16/bfloat16, where ``ema * 0.9999 + w * 0.0001`` rounds back to ``ema`` (bfloat16
@@ -37,16 +41,9 @@ class ModelEma:
             if self.optimizer is not None else {}
         return {key: master[p.name] for key, p in model.named_parameters() if p.name in master}
 
-    @paddle.no_grad()
     def update(self, model: paddle.nn.Layer) -> None:
-        current = model.state_dict()
-        master = self._master_weights(model)
-        for name, ema_value in self.module.state_dict().items():
-            value = master.get(name, current[name]).detach()
-            if paddle.is_floating_point(ema_value):
-                ema_value.set_value(ema_value * self.decay + value.astype(ema_value.dtype) * (1.0 - self.decay))
-            else:
-                ema_value.set_value(value)
+        ema_update_(self.module, model, self.decay, untrained="average",
+                    source_values=self._master_weights(model))
 
     def state_dict(self):
         return self.module.state_dict()

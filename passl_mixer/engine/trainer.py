@@ -1,4 +1,6 @@
-"""The training loop: a plain loop of step, evaluate, checkpoint and log.
+"""The training loop: a plain loop of step, evaluate, checkpoint and log. The model's own
+extension points (``after_step``, ``after_epoch``, ``after_evaluation``; see
+passl_mixer/models/architectures/hooks.py) are called in it, where they apply.
 
 One process per device (``python -m paddle.distributed.launch ...``); the model is wrapped in
 ``paddle.DataParallel``, which broadcasts rank 0's parameters at start and averages gradients.
@@ -28,7 +30,7 @@ from ..errors import CheckpointError, ConfigError, PasslMixerError
 from ..fileio import link_or_copy, make_dir, write_text
 from ..logs import ProgressBar, VisualDLWriter, format_eta, setup_logging
 from ..optim import build_optimizer
-from ..models import average_batchnorm_stats, convert_sync_batchnorm
+from ..models import TrainingHooks, average_batchnorm_stats, convert_sync_batchnorm
 from ..registry import build_model
 from ..schema import (Decay, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                       PositiveInt, Section,
@@ -233,6 +235,12 @@ class Trainer:
 
         paddle.seed(self.seed)  # same initial weights everywhere (DataParallel also broadcasts)
         self.model = build_model(self.cfg["model"])
+        if not isinstance(self.model, TrainingHooks):
+            raise ConfigError(f"model.name {self.cfg['model'].get('name')}: "
+                              f"{type(self.model).__name__} does not inherit "
+                              f"passl_mixer.models.TrainingHooks, the training loop's hooks "
+                              f"(after_step, after_epoch, after_evaluation): declare it as "
+                              f"class {type(self.model).__name__}(TrainingHooks, nn.Layer).")
         check_class_count(self.model, self.train_loader, "data.train")
         if self.val_loader is not None:
             check_class_count(self.model, self.val_loader, "data.val")
@@ -483,10 +491,6 @@ class Trainer:
         if self.ema:
             self.ema.update(self.model)
         self.global_step += 1
-        # architectures with momentum/target encoders (MoCo v3, BYOL) update them here
-        after_step = getattr(self.model, "after_train_step", None)
-        if after_step is not None:
-            after_step(self.global_step, self.total_steps)
 
     def _describe(self):
         m = self.model
@@ -551,6 +555,8 @@ class Trainer:
                 if micro == self.accum_steps:
                     micro = 0
                     self._optimizer_step()
+                    # e.g. MoCo v3 and BYOL move their momentum encoders here
+                    self.model.after_step(self.global_step, self.total_steps)
                     done = self.global_step
                     bar.update(done - epoch * self.steps_per_epoch, f"loss {loss:.4f}")
                     if done % log_every == 0 or done == self.run_steps:
@@ -568,8 +574,11 @@ class Trainer:
                 tick = time.time()
             bar.close()
             self.epoch = epoch + 1
+            self.model.after_epoch(self.epoch)
             finished = self.epoch == self.epochs or (max_steps and self.global_step >= max_steps)
             metrics = self._maybe_evaluate(finished)
+            if metrics is not None:
+                self.model.after_evaluation(metrics)
             is_best = metrics is not None and metrics["top1"] > self.best_top1
             if is_best:
                 self.best_top1 = metrics["top1"]

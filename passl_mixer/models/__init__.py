@@ -2,6 +2,7 @@
 from . import losses  # noqa: F401  (registers losses)
 from .architectures.byol import BYOL
 from .architectures.classifier import ImageClassifier
+from .architectures.hooks import TrainingHooks
 from .architectures.mocov3 import MoCoV3
 from .backbones.mlp_mixer import ARCHS, MlpMixer
 from .heads.linear_cls_head import LinearClsHead
@@ -13,4 +14,4 @@ from .necks.sync_bn import SyncBatchNorm, average_batchnorm_stats, convert_sync_
 
 __all__ = ["ARCHS", "MlpMixer", "LinearClsHead", "ImageClassifier", "init_weights", "DropPath",
            "Mlp", "MLPNeck", "BatchNormNeck", "MoCoV3", "BYOL", "SyncBatchNorm",
-           "convert_sync_batchnorm", "average_batchnorm_stats"]
+           "convert_sync_batchnorm", "average_batchnorm_stats", "TrainingHooks"]

@@ -6,11 +6,13 @@
 
 The target network is an exponential moving average of the online one (backbone and projector):
 after every optimizer update ``target = tau * target + (1 - tau) * online``, with ``tau`` raised
-from ``base_momentum`` to 1 on a cosine over the run. The trainer calls :meth:`after_train_step`
-for it. The target's BatchNorm layers use their own batch statistics, as in the paper.
+from ``base_momentum`` to 1 on a cosine over the run, in :meth:`BYOL.after_step` (see hooks.py).
+The target's BatchNorm layers use their own batch statistics, as in the paper (the update leaves
+its running statistics alone: ``ema_update_(..., untrained="keep")``).
 
 This module also holds the pieces MoCo v3 shares with BYOL (its momentum encoder is BYOL's
-target network): :class:`ProjectedEncoder`, :func:`cosine_momentum`, :func:`momentum_update_`.
+target network): :class:`ProjectedEncoder`, :func:`cosine_momentum`, :func:`frozen_copy`,
+:func:`two_views`.
 
 Downstream use takes the online backbone: state-dict keys ``online.backbone.*``
 (:attr:`BYOL.BACKBONE_PREFIX`); the rest is pretraining machinery.
@@ -27,7 +29,9 @@ import paddle.nn.functional as F
 from ...errors import ShapeError
 from ...registry import MODELS, build_backbone, build_neck
 from ...schema import Probability
+from ..ema import ema_update_
 from ..layers import check_widths
+from .hooks import TrainingHooks
 
 
 class ProjectedEncoder(nn.Layer):
@@ -69,26 +73,6 @@ def frozen_copy(source: nn.Layer, copy: nn.Layer) -> nn.Layer:
     return copy
 
 
-@paddle.no_grad()
-def momentum_update_(target: nn.Layer, online: nn.Layer, momentum: float) -> None:
-    """``target = momentum * target + (1 - momentum) * online`` for the trainable parameters.
-
-    Parameters are matched by name. BatchNorm running statistics are not averaged: each network
-    keeps the ones its own forward passes produce.
-
-    Computed in float32 whatever the parameters' dtypes: under AMP O2 the online weights are
-    float16/bfloat16 while the target stays float32 (see ``o2_float32_layers``); in half
-    precision ``t * 0.999 + p * 0.001`` rounds back to ``t`` and the target would stop moving.
-    """
-    target_params = dict(target.named_parameters())
-    for name, p in online.named_parameters():
-        if p.stop_gradient:  # running statistics (and anything frozen) are not trained
-            continue
-        t = target_params[name]
-        moved = t.astype("float32") * momentum + p.astype("float32") * (1.0 - momentum)
-        t.set_value(moved.astype(t.dtype))
-
-
 def two_views(views, method: str):
     """The two view batches of a ``[views, labels]`` batch from the MultiView dataset."""
     if not isinstance(views, (list, tuple)) or len(views) != 2:
@@ -100,7 +84,7 @@ def two_views(views, method: str):
 
 
 @MODELS.register()
-class BYOL(nn.Layer):
+class BYOL(TrainingHooks, nn.Layer):
     """BYOL with any registered backbone.
 
     Args:
@@ -146,7 +130,7 @@ class BYOL(nn.Layer):
             z1, z2 = self.target(x1), self.target(x2)
         return {"loss": self.regression_loss(p1, z2) + self.regression_loss(p2, z1)}
 
-    def after_train_step(self, global_step: int, total_steps: int) -> None:
-        """Move the target towards the online network (called after each optimizer update)."""
-        self.momentum = cosine_momentum(self.base_momentum, global_step, total_steps)
-        momentum_update_(self.target, self.online, self.momentum)
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Move the target towards the online network (after each optimizer update)."""
+        self.momentum = cosine_momentum(self.base_momentum, step, total_steps)
+        ema_update_(self.target, self.online, self.momentum, untrained="keep")

@@ -9,6 +9,7 @@ Contract:
   * ``freeze_backbone: true`` (linear probing): the backbone's parameters get
     ``stop_gradient`` (so the optimizer leaves them out) and it always runs in eval mode (no
     dropout or stochastic depth, BatchNorm running statistics kept); the neck and head train.
+  * the training loop's hooks (hooks.py) do nothing.
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ import paddle.nn as nn
 
 from ...registry import MODELS, build_backbone, build_head, build_neck
 from ..layers import check_widths
+from .hooks import TrainingHooks
 
 
 @MODELS.register()
-class ImageClassifier(nn.Layer):
+class ImageClassifier(TrainingHooks, nn.Layer):
     def __init__(self, backbone: Dict, head: Dict, neck: Optional[Dict] = None,
                  pretrained: Union[None, str, Dict] = None, freeze_backbone: bool = False):
         super().__init__()

@@ -12,8 +12,8 @@ other images of every rank are the negatives), and the positive of query i of ra
 
 The momentum encoder is an exponential moving average of the base encoder (backbone and
 projector), updated after every optimizer step with a momentum raised from ``base_momentum``
-to 1 on a cosine (see :func:`~.byol.cosine_momentum`); the trainer calls
-:meth:`MoCoV3.after_train_step` for it.
+to 1 on a cosine (see :func:`~.byol.cosine_momentum`), in :meth:`MoCoV3.after_step` (see
+hooks.py); its BatchNorm running statistics are its own (``ema_update_(..., untrained="keep")``).
 
 Downstream use takes the base backbone: state-dict keys ``base_encoder.backbone.*``
 (:attr:`MoCoV3.BACKBONE_PREFIX`).
@@ -29,8 +29,10 @@ import paddle.nn.functional as F
 
 from ...registry import MODELS, build_neck
 from ...schema import PositiveFloat, Probability
+from ..ema import ema_update_
 from ..layers import check_widths
-from .byol import ProjectedEncoder, cosine_momentum, frozen_copy, momentum_update_, two_views
+from .byol import ProjectedEncoder, cosine_momentum, frozen_copy, two_views
+from .hooks import TrainingHooks
 
 
 @paddle.no_grad()
@@ -47,7 +49,7 @@ def gather_keys(keys: paddle.Tensor) -> paddle.Tensor:
 
 
 @MODELS.register()
-class MoCoV3(nn.Layer):
+class MoCoV3(TrainingHooks, nn.Layer):
     """MoCo v3 with any registered backbone.
 
     Args:
@@ -110,7 +112,7 @@ class MoCoV3(nn.Layer):
         loss_21, acc_21 = self.contrastive_loss(q2, k1)
         return {"loss": loss_12 + loss_21, "acc1": (acc_12 + acc_21) / 2.0}
 
-    def after_train_step(self, global_step: int, total_steps: int) -> None:
+    def after_step(self, step: int, total_steps: int) -> None:
         """Move the momentum encoder towards the base encoder (after each optimizer update)."""
-        self.momentum = cosine_momentum(self.base_momentum, global_step, total_steps)
-        momentum_update_(self.momentum_encoder, self.base_encoder, self.momentum)
+        self.momentum = cosine_momentum(self.base_momentum, step, total_steps)
+        ema_update_(self.momentum_encoder, self.base_encoder, self.momentum, untrained="keep")
