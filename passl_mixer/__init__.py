@@ -32,17 +32,18 @@ from .inference import Predictor
 from .errors import (CheckpointError, ConfigError, DataError, PasslMixerError, RegistryError,
                      ShapeError)
 from .models import ARCHS, ImageClassifier, LinearClsHead, MlpMixer
-from .registry import (BACKBONES, DATASETS, HEADS, LOSSES, LR_SCHEDULERS, MODELS, NECKS,
+from .logs import Sink
+from .registry import (BACKBONES, DATASETS, HEADS, LOGGERS, LOSSES, LR_SCHEDULERS, MODELS, NECKS,
                        OPTIMIZERS, TRANSFORMS, Registry, build_backbone, build_head, build_loss,
                        build_model, build_neck, load_plugins)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "BACKBONES", "DATASETS", "HEADS", "LOSSES", "LR_SCHEDULERS", "MODELS", "NECKS",
+    "ARCHS", "BACKBONES", "DATASETS", "HEADS", "LOGGERS", "LOSSES", "LR_SCHEDULERS", "MODELS", "NECKS",
     "OPTIMIZERS", "TRANSFORMS", "Registry", "build_backbone", "build_head", "build_loss",
     "build_model", "build_neck", "load_plugins", "load_config", "MlpMixer", "LinearClsHead",
     "ImageClassifier", "PasslMixerError", "ConfigError", "RegistryError", "DataError",
     "ShapeError", "CheckpointError", "convert_checkpoint", "load_pretrained", "export_model", "Predictor",
-    "register_into", "list_models", "list_variants", "list_configs",
+    "Sink", "register_into", "list_models", "list_variants", "list_configs",
 ]

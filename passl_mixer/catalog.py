@@ -20,12 +20,14 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # config-section name of each registry, in the order a config uses them
 REGISTRIES = {"models": "MODELS", "backbones": "BACKBONES", "necks": "NECKS", "heads": "HEADS",
               "losses": "LOSSES", "datasets": "DATASETS", "transforms": "TRANSFORMS",
-              "optimizers": "OPTIMIZERS", "lr_schedulers": "LR_SCHEDULERS"}
+              "optimizers": "OPTIMIZERS", "lr_schedulers": "LR_SCHEDULERS",
+              "loggers": "LOGGERS"}
 
 
 def list_models() -> Dict[str, List[str]]:
     """The names each registry accepts as ``name:`` (installed plugins included), sorted."""
     importlib.import_module(".optim", __package__)  # registers the optimizers and lr schedules
+    importlib.import_module(".logs", __package__)  # registers the training loop's sinks
 
     registry.load_plugins()
     return {key: list(getattr(registry, attr).keys()) for key, attr in REGISTRIES.items()}

@@ -137,6 +137,7 @@ DATASETS = Registry("dataset")
 TRANSFORMS = Registry("transform")
 OPTIMIZERS = Registry("optimizer")
 LR_SCHEDULERS = Registry("lr_scheduler")
+LOGGERS = Registry("logger")  # train.loggers: the sinks of passl_mixer/logs.py
 
 
 def build_backbone(cfg: Dict[str, Any]):
@@ -168,7 +169,7 @@ def config_with_defaults(cfg: Dict[str, Any]) -> Dict[str, Any]:
     a ``name``) gets the defaults of its constructor's signature.
     """
     registries = [BACKBONES, NECKS, HEADS, MODELS, LOSSES, DATASETS, TRANSFORMS, OPTIMIZERS,
-                  LR_SCHEDULERS]
+                  LR_SCHEDULERS, LOGGERS]
 
     def part(name) -> Optional[Callable]:
         found = [reg._entries[name] for reg in registries if name in reg]

@@ -14,9 +14,9 @@ from passl_mixer.schema import (SECTIONS, PositiveInt, Section, check_call, sect
 from conftest import tiny_train_config
 
 REGISTRIES = [R.BACKBONES, R.NECKS, R.HEADS, R.MODELS, R.LOSSES, R.DATASETS, R.TRANSFORMS,
-              R.OPTIMIZERS, R.LR_SCHEDULERS]
+              R.OPTIMIZERS, R.LR_SCHEDULERS, R.LOGGERS]
 # Arguments the caller passes itself, never config keys.
-INJECTED = {"lr_scheduler"}
+INJECTED = {"lr_scheduler", "output_dir"}
 
 
 def registered_parts():

@@ -35,11 +35,10 @@ def main(argv=None):
     if args.img_size and len(args.img_size) > 2:
         parser.error("--img-size takes one or two numbers (H [W])")
 
-    import logging
-
     from passl_mixer.checkpoints import convert_checkpoint
+    from passl_mixer.logs import setup_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()  # the package's one log format, as every tool
     img_size = args.img_size[0] if args.img_size and len(args.img_size) == 1 else args.img_size
     result = convert_checkpoint(args.src, args.output, format=args.format, img_size=img_size,
                                 gelu=args.gelu)

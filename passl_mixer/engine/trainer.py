@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import numpy as np
 import paddle
@@ -28,10 +28,10 @@ from ..checkpoints.weights import float32_state_dict, set_weights
 from ..config import dump_config
 from ..errors import CheckpointError, ConfigError, PasslMixerError
 from ..fileio import link_or_copy, make_dir, write_text
-from ..logs import ProgressBar, VisualDLWriter, format_eta, setup_logging
+from ..logs import ProgressBar, format_eta, setup_logging
 from ..optim import build_optimizer
 from ..models import TrainingHooks, average_batchnorm_stats, convert_sync_batchnorm
-from ..registry import build_model
+from ..registry import LOGGERS, build_model
 from ..schema import (Decay, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                       PositiveInt, Section,
                       check_call, section, tracking, validate_section)
@@ -96,6 +96,11 @@ class TrainSection(Section):
     to_static: bool = Field(False, description="train through paddle.jit.to_static")
     max_steps: Optional[PositiveInt] = Field(None, description="stop after this many optimizer "
                                              "updates")
+    loggers: List[Dict[str, Any]] = Field(
+        [{"name": "VisualDL"}, {"name": "MetricsJson"}],
+        description="where training scalars and evaluation records go: a list of {name: ...} "
+                    "sinks (passl_mixer.logs; plugins add more); [] writes neither vdl/ nor "
+                    "metrics.json")
 
 
 @section("amp")
@@ -210,7 +215,9 @@ class Trainer:
             self._build(sections["data"])
         if self.resume_path:
             self._resume(self.resume_path)
-        self.vdl = VisualDLWriter(os.path.join(self.output_dir, "vdl"))
+        self.sinks = [LOGGERS.build(entry, config_path=f"train.loggers[{i}]",
+                                    output_dir=self.output_dir)
+                      for i, entry in enumerate(self.train_cfg["loggers"])]
 
     def _build(self, data_cfg: Dict[str, Any]) -> None:
         t = self.train_cfg
@@ -519,6 +526,8 @@ class Trainer:
             ckpt.remove_torn_writes(self.output_dir)
             dump_config(self.cfg, os.path.join(self.output_dir, "config.yaml"))
         self._describe()
+        for sink in self.sinks:
+            sink.begin(self.history)  # a resumed run's evaluations so far
         max_steps = t["max_steps"]
         log_every = max(1, int(t["log_interval"]))
         log_seconds = float(t["log_seconds"])
@@ -606,7 +615,8 @@ class Trainer:
                  f"data {window['data_time'] / max(1, window['n']) * 1000:.0f} ms/batch "
                  f"eta {format_eta(rate * (self.run_steps - self.global_step))}")
         if collective:
-            self.vdl.scalars(values, self.global_step, prefix="train/")
+            for sink in self.sinks:
+                sink.scalars(self.global_step, {f"train/{k}": v for k, v in values.items()})
         return values
 
     def _maybe_evaluate(self, finished: bool) -> Optional[Dict[str, float]]:
@@ -624,13 +634,12 @@ class Trainer:
             record.update({f"ema_{k}": v for k, v in ema.items()})
             msg += f"; EMA top1 {ema['top1']:.2f} top5 {ema['top5']:.2f}"
         self.log(msg)
-        self.vdl.scalars({k: v for k, v in record.items() if k in
-                          ("top1", "top5", "loss", "ema_top1", "ema_top5")},
-                         self.global_step, prefix="val/")
         self.history.append(record)
-        if dist.is_main():
-            write_text(os.path.join(self.output_dir, "metrics.json"),
-                       json.dumps(self.history, indent=1))
+        scalars = {f"val/{k}": v for k, v in record.items()
+                   if k in ("top1", "top5", "loss", "ema_top1", "ema_top5")}
+        for sink in self.sinks:
+            sink.scalars(self.global_step, scalars)
+            sink.evaluation(record)
         return metrics
 
     def _diverged(self, loss, epoch, i):
@@ -642,7 +651,6 @@ class Trainer:
             f"warmup, or set optimizer.grad_clip, then resume with --resume auto.")
 
     def _finish(self, last):
-        self.vdl.close()
         cdir = os.path.abspath(ckpt.checkpoint_dir(self.output_dir))
         self.log(f"done: {self.global_step} steps; best top1 "
                  f"{self.best_top1:.2f}" if self.best_top1 >= 0 else f"done: {self.global_step} steps")
@@ -650,9 +658,8 @@ class Trainer:
                    if os.path.isfile(os.path.join(cdir, f"{name}{ckpt.CKPT_EXT}"))]
         if written:  # best exists only for runs that evaluate (not SSL pretraining)
             self.log(f"checkpoints: {cdir} ({', '.join(written)})")
-        if self.vdl.writer is not None:  # None without VisualDL installed: nothing written
-            self.log(f"VisualDL logs: {os.path.abspath(os.path.join(self.output_dir, 'vdl'))} "
-                     f"(view with: visualdl --logdir {os.path.join(self.output_dir, 'vdl')})")
+        for sink in self.sinks:  # VisualDL's says where its logs are
+            sink.close()
 
     def evaluate(self) -> Dict[str, float]:
         self._average_bn_stats()
