@@ -12,7 +12,6 @@ resumed from a checkpoint continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import sys
@@ -27,7 +26,7 @@ from ..checkpoints import load_initial_weights
 from ..checkpoints.weights import float32_state_dict, set_weights
 from ..config import dump_config
 from ..errors import CheckpointError, ConfigError, PasslMixerError
-from ..fileio import link_or_copy, make_dir, write_text
+from ..fileio import link_or_copy, make_dir
 from ..logs import ProgressBar, format_eta, setup_logging
 from ..optim import build_optimizer
 from ..models import TrainingHooks, average_batchnorm_stats, convert_sync_batchnorm
@@ -40,7 +39,6 @@ from . import distributed as dist
 from .amp import check_amp_support, o2_decorate_kwargs
 from .ema import ModelEma
 from .evaluate import evaluate
-from .evaluation import require_weights
 from .inputs import check_inputs
 
 @section("")
@@ -176,14 +174,12 @@ class Trainer:
     """Build everything from ``cfg`` (a merged config dict) and run ``train()`` or ``evaluate()``."""
 
     def __init__(self, cfg: Dict, config_name: str = "run", resume: Optional[str] = None,
-                 overwrite: bool = False, eval_only: bool = False):
+                 overwrite: bool = False):
         """``resume``: None (a new run), 'auto' (the newest complete checkpoint of this run's
         output dir, if any) or a checkpoint path. A new run refuses an output dir that already
         holds checkpoints unless ``overwrite`` is set, which moves that run's files aside.
-        ``eval_only``: build for :meth:`evaluate` alone, which needs weights to evaluate
-        (``--resume``, ``weights`` or ``model.pretrained``) and writes no checkpoint. The tools
-        evaluate through :func:`~passl_mixer.engine.evaluation.evaluate_config` instead, which
-        needs no training data and writes nothing into the run."""
+        Evaluation alone is :func:`~passl_mixer.engine.evaluation.evaluate_config`, which needs
+        no training data and writes nothing into the run."""
         self.cfg = copy.deepcopy(cfg)
         # validated in the copy that is built from (tracking() knows its mappings' paths)
         sections = validate_config(self.cfg)
@@ -200,13 +196,8 @@ class Trainer:
         # every missing dataset folder, list file or weights file at once, before anything
         # (the output dir, a log, a model) is created
         check_inputs(self.cfg, splits=("train", "val"), resume=resume)
-        if eval_only:
-            self.resume_path = ckpt.find_resume_checkpoint(self.output_dir) \
-                if resume == "auto" else resume
-            require_weights(self.cfg, self.resume_path, resume)
-        else:
-            # before anything is written: never mix this run into another run's checkpoints
-            self.resume_path = self._claim_output_dir(resume, overwrite)
+        # before anything is written: never mix this run into another run's checkpoints
+        self.resume_path = self._claim_output_dir(resume, overwrite)
         if dist.is_main():
             make_dir(self.output_dir, "train.output_dir")
         self.logger = setup_logging(self.output_dir)
@@ -662,12 +653,11 @@ class Trainer:
             sink.close()
 
     def evaluate(self) -> Dict[str, float]:
+        """Evaluate the current weights on data.val (logged and returned; no file written)."""
         self._average_bn_stats()
         if self.val_loader is None:
             raise ConfigError("Evaluation needs a 'data.val' section.")
         metrics = evaluate(self.model, self.val_loader, amp=self.amp_settings)
         self.log(f"eval: top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
                  f"loss {metrics['loss']:.4f} ({metrics['num_samples']} images)")
-        if dist.is_main():
-            write_text(os.path.join(self.output_dir, "eval.json"), json.dumps(metrics, indent=1))
         return metrics
