@@ -39,3 +39,10 @@ class WriteError(PasslMixerError, OSError):
     and the operating system's reason; the atomic writers in ``fileio`` guarantee that the
     previous file (if any) is unchanged and no temporary file is left. Also an ``OSError``, so
     code that handles I/O failures keeps handling it."""
+
+
+def list_some(items, n=5):
+    """The first ``n`` items and the count, for error messages about many keys."""
+    items = list(items)
+    shown = ", ".join(str(i) for i in items[:n])
+    return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)} in all)"

@@ -16,7 +16,7 @@ from typing import Any, Dict
 import numpy as np
 import paddle
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, list_some  # noqa: F401  (list_some: re-exported)
 from ..fileio import atomic_path, describe_file, require_file
 
 CKPT_EXT = ".pdckpt"
@@ -144,9 +144,3 @@ def set_weights(model: paddle.nn.Layer, weights: Dict[str, Any], source: str = "
         raise CheckpointError(f"{source} do not fit the model: {'; '.join(parts)}.")
     model.set_state_dict({k: paddle.to_tensor(np.asarray(_to_numpy(v)), dtype=own[k].dtype)
                           for k, v in weights.items()})
-
-
-def list_some(items, n=5):
-    """The first ``n`` items and the count, for error messages about many keys."""
-    shown = ", ".join(items[:n])
-    return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)} in all)"

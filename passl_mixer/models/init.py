@@ -7,6 +7,10 @@
   every kernel (Dense and the stem Conv) lecun-normal, i.e. truncated normal with
   std sqrt(1 / fan_in) / 0.8796 cut at two standard deviations; all biases zero; LayerNorm 1/0.
 Classification heads are always zero-initialised (weight and bias), as in the paper.
+A layer with its own rule owns an ``init_weights(scheme)`` method, which these schemes call for
+its whole subtree: the MLPs (``layers.Mlp``: the default scheme's normal(1e-6) biases), gMLP's
+gating unit (projection weight normal(1e-6), bias 1), Affine (1, 0) and LayerScale (its
+``init_values``). This module needs to know no block type.
 
 All draws come from Paddle's generator, so ``paddle.seed`` makes initialisation repeatable.
 Under ``paddle.LazyGuard`` (build the shapes now, load weights later) parameters have no memory
@@ -64,31 +68,46 @@ def is_lazy(layer: nn.Layer) -> bool:
     return any(not p._is_initialized() for p in layer.parameters())
 
 
+def init_linear_(fc: nn.Linear, scheme: str, bias_std: float = 0.0) -> None:
+    """A Linear layer under ``scheme``: xavier-uniform (default) or lecun-normal (jax) weight;
+    bias normal(``bias_std``) under the default scheme (0: zero), zero under jax."""
+    if scheme == "jax":
+        lecun_normal_(fc.weight)
+        constant_(fc.bias, 0.0)
+        return
+    xavier_uniform_(fc.weight)
+    if bias_std:
+        normal_(fc.bias, bias_std)
+    else:
+        constant_(fc.bias, 0.0)
+
+
+def init_mlp_linear_(fc: nn.Linear, scheme: str) -> None:
+    """A Linear inside an MLP: its bias gets the default scheme's normal(1e-6)."""
+    init_linear_(fc, scheme, bias_std=1e-6)
+
+
 def init_weights(layer: nn.Layer, scheme: str = "default") -> None:
     """Initialise every Linear, Conv2D and LayerNorm below ``layer`` with ``scheme``.
 
-    Linear layers whose parent is an ``Mlp`` count as MLP layers (their biases get the
-    normal(1e-6) of the default scheme); heads are initialised by the head itself.
+    A sublayer with its own ``init_weights(scheme)`` method (an MLP, the gating unit, Affine,
+    LayerScale, ...) initialises its whole subtree itself; the generic rules cover the rest.
+    Layers are visited in order, so a seed gives the same weights every time. Heads are
+    initialised by the head itself.
     """
-    from .layers import Mlp  # here to avoid an import cycle through models/__init__
-
     if scheme not in SCHEMES:
         raise ConfigError(f"Unknown init scheme '{scheme}'. Accepted: {', '.join(SCHEMES)}.")
     if is_lazy(layer):
         return
-    mlp_linears = {id(sub) for m in layer.sublayers(include_self=True) if isinstance(m, Mlp)
-                   for sub in (m.fc1, m.fc2)}
-    for m in layer.sublayers(include_self=True):
-        if isinstance(m, nn.Linear):
-            if scheme == "jax":
-                lecun_normal_(m.weight)
-                constant_(m.bias, 0.0)
-            else:
-                xavier_uniform_(m.weight)
-                if id(m) in mlp_linears:
-                    normal_(m.bias, 1e-6)
-                else:
-                    constant_(m.bias, 0.0)
+    owned = set()  # ids of layers inside a subtree whose owner initialised it
+    for m in layer.sublayers(include_self=False):
+        if id(m) in owned:
+            continue
+        if callable(getattr(m, "init_weights", None)):
+            m.init_weights(scheme)
+            owned.update(id(sub) for sub in m.sublayers())
+        elif isinstance(m, nn.Linear):
+            init_linear_(m, scheme)
         elif isinstance(m, nn.Conv2D):
             if scheme == "jax":
                 lecun_normal_(m.weight)

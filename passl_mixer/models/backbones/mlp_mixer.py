@@ -13,23 +13,24 @@ Numerics follow the original Flax code by default: LayerNorm epsilon 1e-6 and th
 approximation of GELU. Stochastic depth grows linearly from 0 at the first block to
 ``drop_path_rate`` at the last, as in the paper (PASSL, timm and mmpretrain use one rate).
 
-Parameter names follow timm / PASSL v1 (``stem.proj``, ``blocks.{i}.norm1``,
+Built on the shared skeleton (``base.py``): this file is the block, the variants table and the
+checkpoint facts. Parameter names follow timm / PASSL v1 (``stem.proj``, ``blocks.{i}.norm1``,
 ``blocks.{i}.mlp_tokens.fc1``, ``blocks.{i}.mlp_channels.fc2``, ``norm``), so their state dicts
 load with no renaming. Paddle keeps Linear weights as [in, out], like Flax's Dense kernels.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Sequence, Union
 
 import numpy as np
-import paddle
 import paddle.nn as nn
 
-from ...errors import ConfigError, ShapeError
+from ...errors import ConfigError
 from ...registry import BACKBONES
 from ...schema import DropRate, PositiveFloat, PositiveInt
-from ..init import init_weights
-from ..layers import DropPath, Mlp
+from ..layers import DropPath, Mlp, TokenMixingMlp
+from .base import IsotropicBackbone, StateDictLayout, TokenParam, require_key
+from .base import linear_drop_path_rates  # noqa: F401  (re-exported: the rule is the paper's)
 
 # The paper's Table 1. Keys are the ``arch`` names accepted by MlpMixer.
 ARCHS: Dict[str, Dict[str, int]] = {
@@ -43,53 +44,6 @@ ARCHS: Dict[str, Dict[str, int]] = {
     "h14": dict(patch_size=14, hidden_dim=1280, num_blocks=32, tokens_mlp_dim=640, channels_mlp_dim=5120),
 }
 DIM_KEYS = ("patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim")
-
-
-def _pair(v) -> Tuple[int, int]:
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2:
-            raise ConfigError(f"img_size must be an int or [height, width], got {v!r}.")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
-
-
-def linear_drop_path_rates(drop_path_rate: float, num_blocks: int) -> List[float]:
-    """The paper's rule: 0 at the first block, ``drop_path_rate`` at the last, linear between."""
-    return [float(r) for r in np.linspace(0.0, drop_path_rate, num_blocks)]
-
-
-class PatchStem(nn.Layer):
-    """Cut the image into non-overlapping patches and project each to ``hidden_dim``."""
-
-    def __init__(self, patch_size: int, in_channels: int, hidden_dim: int):
-        super().__init__()
-        self.proj = nn.Conv2D(in_channels, hidden_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x):
-        x = self.proj(x)                          # [B, C, H/p, W/p]
-        return x.flatten(2).transpose([0, 2, 1])  # [B, S, C], tokens in row-major patch order
-
-
-class TokenMixingMlp(Mlp):
-    """The Mlp applied along the token axis S of [B, S, C] features.
-
-    The same layers, parameters and state-dict names as ``Mlp(S, D_S)`` on the transposed table
-    [B, C, S], but computed with the weight on the left, ``W^T x`` (weights are [in, out]), so
-    no [B, C, S] copy is ever made: in an exported model on CPU this cut token mixing's time by
-    a third (two transposes per block, each a full pass over the activations); in dygraph the
-    two forms run equally fast (B/16, same-process A/B, within run-to-run noise). The biases broadcast along C, in the matmul's dtype (under AMP O1
-    the matmul runs in fp16/bf16 while the bias stays fp32, as in ``nn.Linear``).
-    """
-
-    def forward(self, x):  # x: [B, S, C] -> [B, S, C]
-        h = self._linear(self.fc1, x)                      # [B, D_S, C]
-        return self.drop(self._linear(self.fc2, self.drop(self.act(h))))
-
-    @staticmethod
-    def _linear(fc: nn.Linear, x):
-        """``fc`` applied along axis 1 of ``x``: W^T x + b."""
-        y = paddle.matmul(fc.weight, x, transpose_x=True)
-        return y + fc.bias.astype(y.dtype).unsqueeze(-1)
 
 
 class MixerBlock(nn.Layer):
@@ -107,9 +61,14 @@ class MixerBlock(nn.Layer):
         x = x + self.drop_path(self.mlp_tokens(self.norm1(x)))      # mixes along S
         return x + self.drop_path(self.mlp_channels(self.norm2(x)))
 
+    def macs(self) -> int:
+        s, d_s = self.mlp_tokens.fc1.weight.shape
+        c, d_c = self.mlp_channels.fc1.weight.shape
+        return c * 2 * s * d_s + s * 2 * c * d_c
+
 
 @BACKBONES.register()
-class MlpMixer(nn.Layer):
+class MlpMixer(IsotropicBackbone):
     """The Mixer backbone. ``forward(x)`` returns pooled features [B, hidden_dim].
 
     Args:
@@ -123,11 +82,22 @@ class MlpMixer(nn.Layer):
         drop_rate: dropout inside the MLPs.
         drop_path_rate: stochastic depth of the last block; earlier blocks get linearly less.
         out_indices: block indices (negative allowed) whose outputs [B, S, C] ``forward``
-            returns as a tuple instead of the pooled features, for dense downstream heads.
+            returns as a tuple instead of the pooled features, for dense downstream heads
+            (``forward_intermediates`` gives them without changing ``forward``).
         use_recompute: recompute each block's activations in the backward pass (Paddle's
             recompute) instead of storing them: less memory for L and H models, ~30% more time.
         init: weight initialisation scheme, 'default' or 'jax' (see ``models/init.py``).
     """
+    ARCHS = ARCHS
+    DIM_KEYS = DIM_KEYS
+    TOKEN_MIXER = "token-mixing MLP"
+    DEFAULT_GELU = "tanh"
+    STATE_DICT = StateDictLayout(
+        marker="blocks.0.mlp_tokens.fc1.weight",
+        token_params=(TokenParam(r"blocks\.\d+\.mlp_tokens\.fc1\.weight", ("in", "hidden")),
+                      TokenParam(r"blocks\.\d+\.mlp_tokens\.fc1\.bias", ("hidden",)),
+                      TokenParam(r"blocks\.\d+\.mlp_tokens\.fc2\.weight", ("hidden", "out")),
+                      TokenParam(r"blocks\.\d+\.mlp_tokens\.fc2\.bias", ("out",))))
 
     def __init__(self, arch: Optional[str] = None, patch_size: Optional[PositiveInt] = None,
                  hidden_dim: Optional[PositiveInt] = None, num_blocks: Optional[PositiveInt] = None,
@@ -138,130 +108,27 @@ class MlpMixer(nn.Layer):
                  norm_eps: PositiveFloat = 1e-6, drop_rate: DropRate = 0.0,
                  drop_path_rate: DropRate = 0.0, out_indices: Optional[Sequence[int]] = None,
                  use_recompute: bool = False, init: str = "default"):
-        super().__init__()
-        dims = resolve_dims(arch, patch_size=patch_size, hidden_dim=hidden_dim,
-                            num_blocks=num_blocks, tokens_mlp_dim=tokens_mlp_dim,
-                            channels_mlp_dim=channels_mlp_dim)
+        dims = self.resolve_dims(arch, patch_size=patch_size, hidden_dim=hidden_dim,
+                                 num_blocks=num_blocks, tokens_mlp_dim=tokens_mlp_dim,
+                                 channels_mlp_dim=channels_mlp_dim)
         if gelu not in ("tanh", "exact"):
             raise ConfigError(f"MlpMixer: gelu must be 'tanh' or 'exact', got {gelu!r}.")
+        super().__init__(dims["patch_size"], dims["hidden_dim"], dims["num_blocks"], img_size,
+                         in_channels, use_recompute)
         self.arch = arch
-        self.patch_size = p = dims["patch_size"]
-        self.img_size = _pair(img_size)
-        h, w = self.img_size
-        if h % p or w % p:
-            raise ConfigError(f"MlpMixer: img_size {h}x{w} is not a multiple of patch_size {p}.")
-        self.grid_size = (h // p, w // p)
-        self.num_tokens = self.grid_size[0] * self.grid_size[1]
-        self.in_channels = in_channels
-        self.num_features = self.hidden_dim = dims["hidden_dim"]
-        self.num_blocks = dims["num_blocks"]
-        self.tokens_mlp_dim = dims["tokens_mlp_dim"]
-        self.channels_mlp_dim = dims["channels_mlp_dim"]
-        self.use_recompute = use_recompute
+        self.tokens_mlp_dim = int(dims["tokens_mlp_dim"])
+        self.channels_mlp_dim = int(dims["channels_mlp_dim"])
+        self.build_blocks(lambda rate: MixerBlock(
+            self.num_tokens, self.hidden_dim, self.tokens_mlp_dim, self.channels_mlp_dim,
+            gelu=gelu, norm_eps=norm_eps, drop_rate=drop_rate, drop_path=rate), drop_path_rate)
+        self.finish_init(nn.LayerNorm(self.hidden_dim, epsilon=norm_eps), out_indices, init)
 
-        self.stem = PatchStem(p, in_channels, self.hidden_dim)
-        self.blocks = nn.LayerList([
-            MixerBlock(self.num_tokens, self.hidden_dim, self.tokens_mlp_dim,
-                       self.channels_mlp_dim, gelu=gelu, norm_eps=norm_eps,
-                       drop_rate=drop_rate, drop_path=rate)
-            for rate in linear_drop_path_rates(drop_path_rate, self.num_blocks)])
-        self.norm = nn.LayerNorm(self.hidden_dim, epsilon=norm_eps)
+    @classmethod
+    def block_dims_from_state_dict(cls, weights: Dict[str, np.ndarray], source: str
+                                   ) -> Dict[str, Any]:
+        tokens = require_key(weights, "blocks.0.mlp_tokens.fc1.weight", source, "MlpMixer")
+        channels = require_key(weights, "blocks.0.mlp_channels.fc1.weight", source, "MlpMixer")
+        return dict(tokens_mlp_dim=int(np.shape(tokens)[1]),
+                    channels_mlp_dim=int(np.shape(channels)[1]),
+                    num_tokens=int(np.shape(tokens)[0]))
 
-        self.out_indices = None
-        if out_indices is not None:
-            n = self.num_blocks
-            bad = [i for i in out_indices if not -n <= int(i) < n]
-            if bad:
-                raise ConfigError(f"MlpMixer: out_indices {bad} out of range for {n} blocks.")
-            self.out_indices = sorted({int(i) % n for i in out_indices})
-        init_weights(self, init)
-
-    # -- input checking ---------------------------------------------------------------------
-    def _check_input(self, x):
-        expected = [self.in_channels, *self.img_size]
-        shape = list(x.shape)
-        # under paddle.jit.to_static unknown dimensions are -1: check only the known ones
-        if len(shape) != 4 or any(a > 0 and a != e for a, e in zip(shape[1:], expected)):
-            why = ""
-            if len(shape) == 4 and shape[1] > 0 and shape[1] != self.in_channels:
-                why = f" The channel count is {shape[1]}, not {self.in_channels}."
-            elif len(shape) == 4 and any(s > 0 and s % self.patch_size for s in shape[2:]):
-                why = f" {shape[2]}x{shape[3]} is not a multiple of the patch size {self.patch_size}."
-            elif len(shape) == 4:
-                why = (f" The token-mixing MLP was built for {self.num_tokens} tokens "
-                       f"({self.img_size[0]}x{self.img_size[1]} in {self.patch_size}-pixel "
-                       f"patches); build the model with img_size={shape[2]} (for pretrained "
-                       f"weights, load_pretrained(..., img_size=...) changes their resolution) "
-                       f"or resize the input.")
-            raise ShapeError(f"MlpMixer expects input of shape [batch, {expected[0]}, "
-                             f"{expected[1]}, {expected[2]}], got {shape}.{why}")
-
-    # -- forward ----------------------------------------------------------------------------
-    def _run_block(self, block, x):
-        if self.use_recompute and self.training:
-            from paddle.distributed.fleet.utils import recompute
-            # use_reentrant=False (saved-tensor hooks): the default PyLayer version re-runs the
-            # block inside its own backward, so under paddle.DataParallel the reducer sees the
-            # block's parameters become ready twice ("parameter ... has been ready before");
-            # Paddle's recompute docs name this the data-parallel-compatible form.
-            # preserve_rng_state replays the forward's dropout / drop-path masks exactly.
-            return recompute(block, x, use_reentrant=False, preserve_rng_state=True)
-        return block(x)
-
-    def forward_features(self, x):
-        """Image [B, C_in, H, W] -> normalised tokens [B, S, hidden_dim]."""
-        self._check_input(x)
-        x = self.stem(x)
-        for block in self.blocks:
-            x = self._run_block(block, x)
-        return self.norm(x)
-
-    def forward_head(self, tokens):
-        """Tokens [B, S, C] -> pooled features [B, C] (global average over tokens)."""
-        return tokens.mean(axis=1)
-
-    def forward_blocks(self, x, indices: Sequence[int]):
-        """The raw outputs [B, S, C] of the blocks in ``indices`` (sorted, non-negative)."""
-        self._check_input(x)
-        x = self.stem(x)
-        outs = []
-        for i, block in enumerate(self.blocks):
-            x = self._run_block(block, x)
-            if i in indices:
-                outs.append(x)
-            if i == indices[-1]:
-                break
-        return tuple(outs)
-
-    def forward(self, x):
-        if self.out_indices is not None:
-            return self.forward_blocks(x, self.out_indices)
-        return self.forward_head(self.forward_features(x))
-
-    # -- facts ------------------------------------------------------------------------------
-    def macs(self) -> int:
-        """Multiply-accumulates of one image through the backbone (matmuls and the stem conv;
-        norms, activations and additions are a fraction of a percent and left out)."""
-        s, c, p = self.num_tokens, self.hidden_dim, self.patch_size
-        stem = s * c * self.in_channels * p * p
-        token = c * 2 * s * self.tokens_mlp_dim
-        channel = s * 2 * c * self.channels_mlp_dim
-        return stem + self.num_blocks * (token + channel)
-
-
-def resolve_dims(arch: Optional[str], **explicit) -> Dict[str, int]:
-    """Merge an ``arch`` from the variants table with explicitly given dimensions."""
-    if arch is not None:
-        key = str(arch).lower().replace("/", "").replace("-", "")
-        if key not in ARCHS:
-            raise ConfigError(f"MlpMixer: unknown arch '{arch}'. Accepted: {', '.join(ARCHS)} "
-                              f"(or give {', '.join(DIM_KEYS)} explicitly).")
-        dims = dict(ARCHS[key])
-    else:
-        dims = {}
-    dims.update({k: int(v) for k, v in explicit.items() if v is not None})
-    missing = [k for k in DIM_KEYS if k not in dims]
-    if missing:
-        raise ConfigError(f"MlpMixer: without 'arch', all of {', '.join(DIM_KEYS)} are needed; "
-                          f"missing {', '.join(missing)}.")
-    return dims

@@ -45,7 +45,8 @@ class LinearClsHead(nn.Layer):
         self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
 
-    def init_weights(self):
+    def init_weights(self, scheme: str = "default"):
+        """Zero weight and bias under every scheme, as the paper does."""
         if isinstance(self.fc, nn.Linear) and not is_lazy(self.fc):
             constant_(self.fc.weight, 0.0)
             constant_(self.fc.bias, 0.0)
