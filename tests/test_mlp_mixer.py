@@ -7,7 +7,9 @@ import pytest
 
 import passl_mixer as pm
 from passl_mixer.errors import ConfigError, ShapeError
-from passl_mixer.models.backbones.mlp_mixer import ARCHS, TokenMixingMlp, linear_drop_path_rates
+from passl_mixer.models.backbones.base import linear_drop_path_rates
+from passl_mixer.models.backbones.mlp_mixer import ARCHS
+from passl_mixer.models.layers import TokenMixingMlp
 
 
 def n_params(layer):

@@ -19,7 +19,7 @@ import paddle
 import paddle.nn as nn
 
 from ..errors import ConfigError
-from .init import constant_, init_linear_, init_mlp_linear_, normal_
+from .init import constant_, init_mlp_linear_, normal_
 
 GELU_FORMS = ("tanh", "exact")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")

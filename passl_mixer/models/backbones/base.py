@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import paddle
 import paddle.nn as nn
 
 from ...errors import CheckpointError, ConfigError, ShapeError, list_some

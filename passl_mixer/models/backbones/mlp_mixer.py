@@ -30,7 +30,6 @@ from ...registry import BACKBONES
 from ...schema import DropRate, PositiveFloat, PositiveInt
 from ..layers import DropPath, Mlp, TokenMixingMlp
 from .base import IsotropicBackbone, StateDictLayout, TokenParam, require_key
-from .base import linear_drop_path_rates  # noqa: F401  (re-exported: the rule is the paper's)
 
 # The paper's Table 1. Keys are the ``arch`` names accepted by MlpMixer.
 ARCHS: Dict[str, Dict[str, int]] = {
