@@ -32,6 +32,7 @@ from .inference import Predictor
 from .errors import (CheckpointError, ConfigError, DataError, PasslMixerError, RegistryError,
                      ShapeError)
 from .models import ARCHS, ImageClassifier, LinearClsHead, MlpMixer
+from .models import GMLP
 from .logs import Sink
 from .registry import (BACKBONES, DATASETS, HEADS, LOGGERS, LOSSES, LR_SCHEDULERS, MODELS, NECKS,
                        OPTIMIZERS, TRANSFORMS, Registry, build_backbone, build_head, build_loss,
@@ -42,7 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ARCHS", "BACKBONES", "DATASETS", "HEADS", "LOGGERS", "LOSSES", "LR_SCHEDULERS", "MODELS", "NECKS",
     "OPTIMIZERS", "TRANSFORMS", "Registry", "build_backbone", "build_head", "build_loss",
-    "build_model", "build_neck", "load_plugins", "load_config", "MlpMixer", "LinearClsHead",
+    "build_model", "build_neck", "load_plugins", "load_config", "MlpMixer", "GMLP", "LinearClsHead",
     "ImageClassifier", "PasslMixerError", "ConfigError", "RegistryError", "DataError",
     "ShapeError", "CheckpointError", "convert_checkpoint", "load_pretrained", "export_model", "Predictor",
     "Sink", "register_into", "list_models", "list_variants", "list_configs",

@@ -1,8 +1,8 @@
-"""What can be built: registered names, the MLP-Mixer variants and the shipped configs.
+"""What can be built: registered names, every backbone family's variants and the shipped configs.
 
     import passl_mixer
     passl_mixer.list_models()     # {'models': ['BYOL', 'ImageClassifier', ...], 'backbones': ...}
-    passl_mixer.list_variants()   # {'s32': {'patch_size': 32, 'hidden_dim': 512, ...}, ...}
+    passl_mixer.list_variants()   # {'MlpMixer': {'s32': {'patch_size': 32, ...}, ...}, 'GMLP': ...}
     passl_mixer.list_configs()    # ['configs/demo/mixer_digits.yaml', ...]
 
 ``python tools/list.py`` prints the same.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import registry
 
@@ -33,12 +33,25 @@ def list_models() -> Dict[str, List[str]]:
     return {key: list(getattr(registry, attr).keys()) for key, attr in REGISTRIES.items()}
 
 
-def list_variants() -> Dict[str, Dict[str, int]]:
-    """The MLP-Mixer variants of the paper's Table 1 (``backbone: {name: MlpMixer, arch: b16}``)
-    with their dimensions."""
-    from .models import ARCHS
+def backbone_families() -> Dict[str, type]:
+    """The registered backbones built on the shared skeleton (``IsotropicBackbone``) that have a
+    variants table (``ARCHS``), by registry name (sorted); plugins included."""
+    from .models import IsotropicBackbone
 
-    return {arch: dict(dims) for arch, dims in ARCHS.items()}
+    registry.load_plugins()
+    found = {}
+    for name in registry.BACKBONES.keys():
+        cls = registry.BACKBONES.get(name)
+        if isinstance(cls, type) and issubclass(cls, IsotropicBackbone) and cls.ARCHS:
+            found[name] = cls
+    return found
+
+
+def list_variants() -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Every family's variants with their dimensions, ``{family: {arch: dims}}``; a config picks
+    one as ``backbone: {name: FAMILY, arch: ARCH}`` (e.g. ``{name: MlpMixer, arch: b16}``)."""
+    return {name: {arch: dict(dims) for arch, dims in cls.ARCHS.items()}
+            for name, cls in backbone_families().items()}
 
 
 def list_configs(root: Optional[str] = None) -> List[str]:

@@ -23,12 +23,16 @@ from .schema import (NonNegativeFloat, NonNegativeInt, PositiveFloat, Probabilit
 
 
 def split_decay(model: nn.Layer, skip: Sequence[str] = ()):
-    """(decayed, not decayed) trainable parameters: biases, norms and ``skip`` names are not."""
+    """(decayed, not decayed) trainable parameters: biases, norms and ``skip`` names are not.
+
+    A parameter counts as a per-channel vector (not decayed) by its non-singleton dimensions,
+    not by ``ndim``: ResMLP's Affine alpha/beta are stored [1, 1, C], like timm's, which also
+    leaves them undecayed."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.stop_gradient:
             continue
-        if p.ndim <= 1 or any(s in name for s in skip):
+        if sum(d > 1 for d in p.shape) <= 1 or any(s in name for s in skip):
             no_decay.append(p)
         else:
             decay.append(p)
@@ -66,6 +70,28 @@ def build_sgd(model: nn.Layer, lr: PositiveFloat, lr_scheduler=None, momentum: P
     return paddle.optimizer.Momentum(
         learning_rate=lr_scheduler if lr_scheduler is not None else lr, momentum=momentum,
         parameters=groups, use_nesterov=nesterov, grad_clip=_clip(grad_clip))
+
+
+@OPTIMIZERS.register(name="Lamb")
+def build_lamb(model: nn.Layer, lr: PositiveFloat, lr_scheduler=None,
+               weight_decay: NonNegativeFloat = 0.01,
+               betas: Tuple[Probability, Probability] = (0.9, 0.999), eps: PositiveFloat = 1e-6,
+               grad_clip: Optional[PositiveFloat] = None, no_weight_decay: Sequence[str] = (),
+               always_adapt: bool = False):
+    """LAMB (You et al., 2019; the ResMLP / DeiT III recipes): Adam steps rescaled per parameter
+    by ||w|| / ||step||, decoupled weight decay skipping biases, norms and ``no_weight_decay``.
+    Parameters without weight decay take plain Adam steps unless ``always_adapt`` (as timm's
+    and apex's Lamb). timm's Lamb also clips the global gradient norm at 1 by default: set
+    ``grad_clip: 1.0`` to match it."""
+    decay, _ = split_decay(model, no_weight_decay)
+    decay_names = {p.name for p in decay}
+    extra = {"always_adapt": True} if always_adapt else {}  # the argument is newer than 2.4
+    return paddle.optimizer.Lamb(
+        learning_rate=lr_scheduler if lr_scheduler is not None else lr,
+        parameters=[p for p in model.parameters() if not p.stop_gradient],
+        lamb_weight_decay=weight_decay, beta1=betas[0], beta2=betas[1], epsilon=eps,
+        exclude_from_weight_decay_fn=lambda p: p.name not in decay_names,
+        grad_clip=_clip(grad_clip), **extra)
 
 
 class WarmupDecay(paddle.optimizer.lr.LRScheduler):

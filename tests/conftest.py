@@ -11,6 +11,17 @@ import pytest  # noqa: E402
 # A Mixer small enough that a forward/backward pass takes milliseconds.
 TINY_BACKBONE = dict(name="MlpMixer", patch_size=4, hidden_dim=32, num_blocks=2,
                      tokens_mlp_dim=16, channels_mlp_dim=64, img_size=16)
+# One tiny config per registered backbone family, all 16x16 images -> 16 tokens of 32 channels in
+# 2 blocks. tests/test_backbone_contract.py fails for a registered backbone without an entry,
+# and test_families_export.py / test_families_ssl.py run every entry.
+TINY_BACKBONES = {
+    "MlpMixer": TINY_BACKBONE,
+    "GMLP": dict(name="GMLP", patch_size=4, hidden_dim=32, num_blocks=2, channels_mlp_dim=64,
+                 img_size=16),
+    "ResMLP": dict(name="ResMLP", patch_size=4, hidden_dim=32, num_blocks=2, channels_mlp_dim=64,
+                   img_size=16),
+    "FNet": dict(name="FNet", patch_size=4, hidden_dim=32, num_blocks=2, mlp_dim=64, img_size=16),
+}
 
 
 @pytest.fixture

@@ -36,6 +36,12 @@ def test_list_tool_names_models_variants_and_configs():
     for word in ("ImageClassifier", "MoCoV3", "BYOL", "MlpMixer", "AdamW", "Cosine",
                  "ImageFolder", "b16", "hidden_dim 768", "configs/demo/mixer_digits.yaml"):
         assert word in proc.stdout, word
+    for family in pm.list_variants():  # every family's variants table
+        assert f"{family} variants (backbone: {{name: {family}, arch: ARCH}}):" in proc.stdout
+    plain = [name for name in pm.list_models()["backbones"] if name not in pm.list_variants()]
+    if plain:  # FNet: dimensions only
+        assert f"backbones without named variants (give their dimensions): {', '.join(plain)}" \
+            in proc.stdout
     assert "_base_" not in proc.stdout
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "list.py"), "modles"],
                          env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -45,8 +51,13 @@ def test_list_tool_names_models_variants_and_configs():
 def test_list_functions():
     models = pm.list_models()
     assert {"ImageClassifier", "MoCoV3", "BYOL"} <= set(models["models"])
-    assert models["backbones"] == ["MlpMixer"] and "AdamW" in models["optimizers"]
-    assert pm.list_variants()["b16"]["hidden_dim"] == 768
+    assert "MlpMixer" in models["backbones"] and "AdamW" in models["optimizers"]
+    variants = pm.list_variants()  # {family: {arch: dims}} of the families with an ARCHS table
+    assert {"MlpMixer", "GMLP", "ResMLP"} <= set(variants) <= set(models["backbones"])
+    assert variants["MlpMixer"]["b16"]["hidden_dim"] == 768
+    for family, archs in variants.items():
+        cls = pm.BACKBONES.get(family)
+        assert archs == cls.ARCHS and archs is not cls.ARCHS  # a copy: callers may change it
     configs = pm.list_configs()
     assert "configs/demo/mixer_digits.yaml" in configs
     assert all(os.path.isfile(os.path.join(ROOT, c)) and "_base_" not in c for c in configs)

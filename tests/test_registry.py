@@ -28,7 +28,8 @@ def test_unknown_name_lists_registered_and_closest():
     with pytest.raises(RegistryError) as e:
         pm.build_backbone({"name": "MlpMixr"})
     msg = str(e.value)
-    assert "Did you mean 'MlpMixer'" in msg and "Registered names: MlpMixer" in msg
+    assert "Did you mean 'MlpMixer'" in msg
+    assert "Registered names: FNet, GMLP, MlpMixer, ResMLP" in msg
 
 
 def test_unknown_keyword_names_class_key_and_accepted(tiny_backbone_cfg):

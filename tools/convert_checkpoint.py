@@ -1,13 +1,18 @@
-"""Convert a published MLP-Mixer checkpoint into passl_mixer weights and a model config.
+"""Convert a Mixer, gMLP, ResMLP or FNet checkpoint into passl_mixer weights + model.yaml.
 
     python tools/convert_checkpoint.py --src Mixer-B_16.npz --output weights/mixer_b16_in21k
-    python tools/convert_checkpoint.py --src passl_mixer_b16.pdparams --output DIR \\
-        --format safetensors
+    python tools/convert_checkpoint.py --src gmlp_s16_224.safetensors --output weights/gmlp_s16
+    python tools/convert_checkpoint.py --src resmlp_12.npz --output DIR --format safetensors
 
-Reads an official Flax .npz (opened with allow_pickle=False) or a PASSL v1 / timm /
-passl_mixer state dict (.pdparams, .pdckpt, .safetensors or NumPy .npz) and writes
-DIR/model.pdparams (or model.safetensors) and DIR/model.yaml, whose `model:` section builds
-the matching model. Nothing is downloaded. On any error DIR is left as it was.
+Reads an official Flax Mixer .npz (opened with allow_pickle=False), or a state dict
+(.pdparams, .pdckpt, .safetensors or NumPy .npz) in the timm, PASSL v1, passl_mixer, MoCo v3
+or BYOL layout: timm's gMLP and ResMLP files with timm's parameter names (as in its
+timm/models/mlp_mixer.py; Linear weights in PyTorch's [out, in] layout are transposed), the
+official ResMLP code's names too. The family (MlpMixer, GMLP, ResMLP, FNet) and the
+dimensions are inferred from the keys and shapes; sizes outside a family's variants table get
+explicit dimensions. Writes DIR/model.pdparams (or model.safetensors) and DIR/model.yaml,
+whose `model:` section builds the matching model. Nothing is downloaded. On any error DIR is
+left as it was.
 """
 import os
 import sys
@@ -22,7 +27,9 @@ from passl_mixer.cli import run, tool_parser  # noqa: E402
 
 def main(argv=None):
     parser = tool_parser(__doc__)
-    parser.add_argument("--src", required=True, help="checkpoint file to convert")
+    parser.add_argument("--src", required=True,
+                        help="checkpoint file to convert (official Mixer .npz, or a timm / "
+                             "PASSL v1 / passl_mixer / MoCo v3 / BYOL state dict of any family)")
     parser.add_argument("--output", required=True, help="output directory (replaced as a whole)")
     parser.add_argument("--format", default="pdparams", choices=["pdparams", "safetensors"],
                         help="weights file format (safetensors holds no pickled code)")

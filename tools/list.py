@@ -1,8 +1,8 @@
-"""List what can be built: registered names, the MLP-Mixer variants and the shipped configs.
+"""List what can be built: registered names, each backbone family's variants, shipped configs.
 
     python tools/list.py                 # everything
     python tools/list.py models          # the names each registry accepts (plugins included)
-    python tools/list.py variants        # MlpMixer arch: s32 ... h14 with their dimensions
+    python tools/list.py variants        # each family's arch names (Mixer s32 ... h14) and dims
     python tools/list.py configs         # runnable configs (train with tools/train.py -c PATH)
 
 The same from Python: passl_mixer.list_models(), list_variants(), list_configs().
@@ -36,9 +36,14 @@ def main(argv=None):
         for key, names in pm.list_models().items():
             print(f"  {key + ':':15s}{', '.join(names) or '-'}")
     if "variants" in what:
-        print("MlpMixer variants (backbone: {name: MlpMixer, arch: ARCH}):")
-        for arch, d in pm.list_variants().items():
-            print(f"  {arch:6s}" + ", ".join(f"{k} {v}" for k, v in d.items()))
+        variants = pm.list_variants()
+        for family, archs in variants.items():
+            print(f"{family} variants (backbone: {{name: {family}, arch: ARCH}}):")
+            for arch, d in archs.items():
+                print(f"  {arch:6s}" + ", ".join(f"{k} {v}" for k, v in d.items()))
+        plain = [name for name in pm.list_models()["backbones"] if name not in variants]
+        if plain:
+            print(f"backbones without named variants (give their dimensions): {', '.join(plain)}")
     if "configs" in what:
         print("shipped configs (python tools/train.py -c PATH):")
         for path in pm.list_configs() or ["(none: configs/ is in the source checkout only)"]:

@@ -1,6 +1,8 @@
-"""Print the Mixer variants table (or one config's model): dimensions, parameters and GMACs.
+"""Print every backbone family's variants table (or one config's model): dimensions, parameters
+and GMACs.
 
-    python tools/model_info.py                          # every variant of the paper's Table 1
+    python tools/model_info.py                          # every variant of every family
+    python tools/model_info.py --family GMLP            # one family's variants
     python tools/model_info.py -c configs/demo/mixer_digits.yaml
 """
 import os
@@ -13,42 +15,67 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from passl_mixer.cli import run, tool_parser  # noqa: E402
 
+# column titles of the dimensions the families' variants tables use (others print as named)
+DIM_TITLES = {"patch_size": "patch", "hidden_dim": "hidden C", "num_blocks": "blocks",
+              "tokens_mlp_dim": "D_S (token MLP)", "channels_mlp_dim": "D_C (channel MLP)"}
+
+
+def print_family(family, rows, num_classes):
+    dims = [k for k in rows[0] if k not in ("arch", "img_size", "num_tokens", "backbone_params",
+                                            "params", "gmacs")]
+    size = "x".join(str(s) for s in rows[0]["img_size"]) if rows[0]["img_size"][0] != \
+        rows[0]["img_size"][1] else str(rows[0]["img_size"][0])
+    titles = ["arch", *(DIM_TITLES.get(k, k) for k in dims), f"tokens @{size}",
+              "params w/o head", f"params with {num_classes}-class head", f"GMACs @{size}"]
+    print(f"{family} (backbone: {{name: {family}, arch: ARCH}}):\n")
+    print("| " + " | ".join(titles) + " |")
+    print("|" + "---|" * len(titles))
+    for r in rows:
+        cells = [r["arch"], *(str(r[k]) for k in dims), str(r["num_tokens"]),
+                 f"{r['backbone_params'] / 1e6:.1f} M", f"{r['params']:,}", f"{r['gmacs']:.2f}"]
+        print("| " + " | ".join(cells) + " |")
+    print()
+
 
 def main(argv=None):
     parser = tool_parser(__doc__)
     parser.add_argument("-c", "--config", help="describe this config's model instead")
     parser.add_argument("-o", "--override", action="append", default=[])
+    parser.add_argument("--family", action="append", default=[], metavar="NAME",
+                        help="only this backbone family (repeatable; default: all)")
     parser.add_argument("--num-classes", type=int, default=1000)
     args = parser.parse_args(argv)
 
     import paddle
 
     import passl_mixer as pm
-    from passl_mixer.models.info import describe_classifier
+    from passl_mixer.models.info import count_parameters, describe_classifier, describe_variants
 
     if args.config:
         cfg = pm.load_config(args.config, args.override)
         with paddle.LazyGuard():  # shapes only: no memory for the weights
             model = pm.build_model(cfg["model"])
-        bb_params, total, gmacs = describe_classifier(model)
         b = model.backbone
-        print(f"{cfg['model']['name']} / MlpMixer: {b.num_tokens} tokens of {b.hidden_dim} channels, "
-              f"{b.num_blocks} blocks; {total:,} parameters ({bb_params:,} in the backbone); "
-              f"{gmacs:.3f} GMACs per {b.img_size[0]}x{b.img_size[1]} image")
+        if hasattr(model, "num_classes"):
+            bb_params, total, gmacs = describe_classifier(model)
+            what = "image"
+        else:  # an SSL model (MoCoV3, BYOL): its backbone's MACs, necks and momentum copy apart
+            bb_params, total, gmacs = count_parameters(b), count_parameters(model), b.macs() / 1e9
+            what = "image through the backbone"
+        print(f"{cfg['model']['name']} / {type(b).__name__}: {b.num_tokens} tokens of "
+              f"{b.hidden_dim} channels, {b.num_blocks} blocks; {total:,} parameters "
+              f"({bb_params:,} in the backbone); {gmacs:.3f} GMACs per "
+              f"{b.img_size[0]}x{b.img_size[1]} {what}")
         return 0
-    print("| arch | patch | hidden C | blocks | D_S (token MLP) | D_C (channel MLP) | tokens @224 "
-          f"| params w/o head | params with {args.num_classes}-class head | GMACs @224 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for arch, d in pm.ARCHS.items():
-        cfg = {"name": "ImageClassifier", "backbone": {"name": "MlpMixer", "arch": arch},
-               "head": {"name": "LinearClsHead", "num_classes": args.num_classes,
-                        "in_channels": d["hidden_dim"]}}
-        with paddle.LazyGuard():
-            model = pm.build_model(cfg)
-        bb_params, total, gmacs = describe_classifier(model)
-        print(f"| {arch} | {d['patch_size']} | {d['hidden_dim']} | {d['num_blocks']} "
-              f"| {d['tokens_mlp_dim']} | {d['channels_mlp_dim']} | {model.backbone.num_tokens} "
-              f"| {bb_params / 1e6:.1f} M | {total:,} | {gmacs:.2f} |")
+    families = pm.list_variants()
+    unknown = [f for f in args.family if f not in families]
+    if unknown:
+        parser.error(f"unknown family {', '.join(unknown)}: choose from {', '.join(families)}")
+    for family in args.family or families:
+        print_family(family, describe_variants(family, args.num_classes), args.num_classes)
+    plain = [name for name in pm.list_models()["backbones"] if name not in families]
+    if plain and not args.family:
+        print(f"Without named variants (describe a config of theirs with -c): {', '.join(plain)}")
     return 0
 
 

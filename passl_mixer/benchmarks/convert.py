@@ -8,6 +8,11 @@ Writes a random official-layout ``.npz`` with the shapes of ``--arch`` (B/16 wit
 process and reads that process's peak resident memory (``ru_maxrss``). The baseline is the peak
 of a process that only imports paddle and passl_mixer; the difference is what the conversion
 itself costs, compared with the checkpoint's size.
+
+Mixer only: the synthetic source is the official Flax ``.npz`` layout of Google's released
+Mixer checkpoints. gMLP, ResMLP and FNet checkpoints go through the same reader and writer with
+other key names (see ``checkpoints/``), so their cost per parameter is expected to be close, but
+it is not measured here; ``--arch`` picks the checkpoint's size among the Mixer variants.
 """
 from __future__ import annotations
 
@@ -27,7 +32,10 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--arch", default="b16", help="Mixer variant whose shapes to use")
+    from ..models.backbones.mlp_mixer import ARCHS
+
+    parser.add_argument("--arch", default="b16", choices=list(ARCHS),
+                        help="Mixer variant whose shapes to use (the checkpoint's size)")
     parser.add_argument("--num-classes", type=int, default=1000, help="head size (0: no head)")
     parser.add_argument("--format", default="pdparams", choices=["pdparams", "safetensors"])
 

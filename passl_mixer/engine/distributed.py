@@ -13,7 +13,7 @@ import paddle.distributed as dist
 # process-topology helpers through this module (``dist.is_main()``, ``dist.barrier()``)
 from ..ranks import is_main, rank, world_size
 
-__all__ = ["world_size", "rank", "is_main", "init", "all_reduce_sum", "barrier"]
+__all__ = ["world_size", "rank", "is_main", "init", "all_reduce_", "barrier"]
 
 
 _initialised = False
@@ -27,13 +27,12 @@ def init() -> None:
         _initialised = True
 
 
-def all_reduce_sum(values):
-    """Sum a list of floats over all ranks (returns the list unchanged in one process)."""
-    if world_size() == 1:
-        return list(values)
-    t = paddle.to_tensor([float(v) for v in values], dtype="float64")
-    dist.all_reduce(t)
-    return t.numpy().tolist()
+def all_reduce_(tensor: paddle.Tensor, op: str = "sum") -> paddle.Tensor:
+    """All-reduce a device tensor in place (``op``: "sum" or "min"), without reading it back
+    (a no-op in one process); returns it."""
+    if world_size() > 1:
+        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN}[op])
+    return tensor
 
 
 def barrier() -> None:

@@ -27,7 +27,11 @@ def evaluate(model: paddle.nn.Layer, loader, topk=(1, 5), desc: str = "eval",
     """
     was_training = model.training
     model.eval()
-    sums = {"loss": 0.0, "count": 0.0, **{f"top{k}": 0.0 for k in topk}}
+    # summed on the device, in float64, and read once at the end: reading every batch would
+    # make the host wait for the device before it can queue the next batch
+    names = ["loss", *(f"top{k}" for k in topk)]
+    sums = paddle.zeros([len(names)], dtype="float64")
+    count = 0
     bar = ProgressBar(len(loader), desc=desc)
     start = time.time()
     for k, (images, labels) in enumerate(loader):
@@ -40,17 +44,18 @@ def evaluate(model: paddle.nn.Layer, loader, topk=(1, 5), desc: str = "eval",
             out = model(images)
         logits = out[:n].astype("float32")
         labels = labels[:n].reshape([-1]).astype("int64")
-        sums["loss"] += float(F.cross_entropy(logits, labels, reduction="sum"))
         maxk = min(max(topk), logits.shape[-1])
         pred = paddle.topk(logits, maxk, axis=-1)[1]
         hit = (pred == labels.unsqueeze(1)).astype("float32")
-        for t in topk:
-            sums[f"top{t}"] += float(hit[:, :min(t, maxk)].sum())
-        sums["count"] += n
+        batch = [F.cross_entropy(logits, labels, reduction="sum").reshape([])]
+        batch += [hit[:, :min(t, maxk)].sum() for t in topk]
+        sums = sums + paddle.stack(batch).astype("float64")
+        count += n
         bar.update(k + 1)
     bar.close()
-    keys = list(sums)
-    totals = dict(zip(keys, dist.all_reduce_sum([sums[k] for k in keys])))
+    sums = paddle.concat([sums, paddle.to_tensor([float(count)], dtype="float64")])
+    dist.all_reduce_(sums, "sum")
+    totals = dict(zip(names + ["count"], sums.tolist()))  # the one device->host read
     count = max(totals["count"], 1.0)
     if was_training:
         model.train()

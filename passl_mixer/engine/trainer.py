@@ -40,6 +40,7 @@ from .amp import check_amp_support, o2_decorate_kwargs
 from .ema import ModelEma
 from .evaluate import evaluate
 from .inputs import check_inputs
+from .running_sums import RunningSums, WindowTotals
 
 @section("")
 class RunSection(Section):
@@ -117,6 +118,20 @@ class DistributedSection(Section):
 
 class TrainingDiverged(PasslMixerError):
     """The loss became NaN or infinite."""
+
+
+class Window:
+    """The steps since the last log line: the loss and accuracy summed on the device
+    (:class:`RunningSums`), and the host's own counts."""
+
+    def __init__(self, epoch: int, first_step: int, first_micro_batch: int = 0):
+        self.epoch = epoch
+        self.first_step = first_step  # optimizer updates done before the window's first one
+        self.first_micro_batch = first_micro_batch  # its first micro-batch's index in the epoch
+        self.sums = RunningSums()
+        self.images = 0
+        self.data_time = 0.0
+        self.start = time.time()
 
 
 def validate_config(cfg: Dict) -> Dict[str, Dict[str, Any]]:
@@ -478,6 +493,10 @@ class Trainer:
         return forward_backward()
 
     def _optimizer_step(self):
+        # Nothing here reads the device back, with one exception outside this code: with
+        # amp.dtype float16, Paddle's GradScaler has the optimizer test its found_inf tensor
+        # on the host (`if found_inf:` in Optimizer._create_optimization_pass) to skip the
+        # update, once per step. bfloat16, which needs no loss scaling, has no such read.
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -523,7 +542,7 @@ class Trainer:
         log_every = max(1, int(t["log_interval"]))
         log_seconds = float(t["log_seconds"])
         run_start, steps_at_start = time.time(), self.global_step
-        last = None
+        last = None  # the last log line's values (the progress bar shows its loss)
         last_line = run_start  # when the last log line was written
         while self.epoch < self.epochs and not (max_steps and self.global_step >= max_steps):
             epoch = self.epoch
@@ -532,47 +551,52 @@ class Trainer:
             self.train_model.train()
             bar = ProgressBar(min(self.steps_per_epoch, self.run_steps - epoch * self.steps_per_epoch),
                               desc=f"epoch {epoch + 1}/{self.run_epochs}")
-            window = {"loss": 0.0, "acc1": 0.0, "n": 0, "images": 0, "data_time": 0.0}
-            window_start = tick = time.time()
+            # The loss and accuracy stay on the device between log lines: reading them every
+            # micro-batch (float(loss)) would make the host wait for each step's kernels before
+            # it can queue the next step's. The window is read at log lines and at the epoch's
+            # end, before anything is evaluated or saved.
+            window = Window(epoch, self.global_step)
+            tick = time.time()
             micro = 0
             for i, (images, labels) in enumerate(self.train_loader):
                 if i >= self.steps_per_epoch * self.accum_steps:
                     break  # leftover micro-batches that cannot fill an update
-                window["data_time"] += time.time() - tick
+                window.data_time += time.time() - tick
                 target = labels
                 if self.mixup is not None:
                     rng = np.random.default_rng([self.seed, epoch, i])
                     images, target = self.mixup(images, labels, rng)
                 micro += 1
                 out = self._forward_backward(images, target, sync=micro == self.accum_steps)
-                loss = float(out["loss"])
-                if not math.isfinite(loss):
-                    self._diverged(loss, epoch, i)
-                window["loss"] += loss
-                window["acc1"] += float(out.get("acc1", 0.0))
-                window["n"] += 1
-                window["images"] += labels.shape[0] * self.world_size
+                window.sums.add(out["loss"], out.get("acc1"))
+                window.images += labels.shape[0] * self.world_size
                 if micro == self.accum_steps:
                     micro = 0
                     self._optimizer_step()
                     # e.g. MoCo v3 and BYOL move their momentum encoders here
                     self.model.after_step(self.global_step, self.total_steps)
                     done = self.global_step
-                    bar.update(done - epoch * self.steps_per_epoch, f"loss {loss:.4f}")
+                    bar.update(done - epoch * self.steps_per_epoch,
+                               f"loss {last['loss']:.4f}" if last else "")
                     if done % log_every == 0 or done == self.run_steps:
-                        last = self._log_window(window, window_start, run_start, steps_at_start)
-                        window = {k: 0 for k in window}
-                        window_start = last_line = time.time()
-                    elif log_seconds and time.time() - last_line >= log_seconds:
+                        last = self._log_window(window, run_start, steps_at_start)
+                        window = Window(epoch, done, first_micro_batch=i + 1)
+                        last_line = time.time()
+                    elif log_seconds and dist.is_main() and time.time() - last_line >= log_seconds:
                         # rank 0's own numbers so far in this window (no collective: the
-                        # ranks' clocks differ); the window goes on to its log_interval line
-                        self._log_window(window, window_start, run_start, steps_at_start,
-                                         collective=False)
+                        # ranks' clocks differ; a read, but only on these rare lines); the
+                        # window goes on to its log_interval line
+                        last = self._log_window(window, run_start, steps_at_start,
+                                                collective=False)
                         last_line = time.time()
                     if max_steps and done >= max_steps:
                         break
                 tick = time.time()
             bar.close()
+            # the steps since the last log line: no evaluation or checkpoint of weights that
+            # a non-finite loss has reached (a collective: every rank reads at the epoch end)
+            if window.sums.micro_batches:
+                self._check_finite(window, window.sums.read(collective=True))
             self.epoch = epoch + 1
             self.model.after_epoch(self.epoch)
             finished = self.epoch == self.epochs or (max_steps and self.global_step >= max_steps)
@@ -588,22 +612,22 @@ class Trainer:
         return {"best_top1": self.best_top1, "history": self.history,
                 "output_dir": self.output_dir}
 
-    def _log_window(self, window, window_start, run_start, steps_at_start, collective=True):
+    def _log_window(self, window: Window, run_start, steps_at_start, collective=True):
         """Log the window's averages and the ETA; ``collective``: averaged over the ranks (every
-        rank logs at the same steps, so the collective lines up) and written to VisualDL,
-        else (a time-based progress line) this rank's numbers, logged only."""
-        values = [window["loss"], window["acc1"], window["n"]]
-        loss_sum, acc_sum, n = dist.all_reduce_sum(values) if collective else values
-        n = max(1.0, n)
-        elapsed = time.time() - window_start
-        ips = window["images"] / max(elapsed, 1e-9)
+        rank logs at the same steps, so the collective lines up), checked for a non-finite loss
+        and written to the sinks, else (a time-based progress line) this rank's numbers,
+        logged only."""
+        totals = window.sums.read(collective)  # the window's one device->host read
+        if collective:
+            self._check_finite(window, totals)
+        elapsed = time.time() - window.start
+        ips = window.images / max(elapsed, 1e-9)
         rate = (time.time() - run_start) / max(1, self.global_step - steps_at_start)
         lr = self.optimizer.get_lr()
-        values = {"loss": loss_sum / n, "train_acc1": acc_sum / n, "lr": lr,
-                  "img_per_s": ips}
+        values = {"loss": totals.loss, "train_acc1": totals.acc1, "lr": lr, "img_per_s": ips}
         self.log(f"epoch {self.epoch + 1}/{self.run_epochs} step {self.global_step}/{self.run_steps} "
                  f"loss {values['loss']:.4f} lr {lr:.3e} {ips:.1f} img/s "
-                 f"data {window['data_time'] / max(1, window['n']) * 1000:.0f} ms/batch "
+                 f"data {window.data_time / max(1, totals.micro_batches) * 1000:.0f} ms/batch "
                  f"eta {format_eta(rate * (self.run_steps - self.global_step))}")
         if collective:
             for sink in self.sinks:
@@ -633,13 +657,23 @@ class Trainer:
             sink.evaluation(record)
         return metrics
 
-    def _diverged(self, loss, epoch, i):
+    def _check_finite(self, window: Window, totals: WindowTotals) -> None:
+        """Stop the run if a loss in ``window`` was NaN or infinite (``totals``: read over all
+        ranks, so that every rank stops at the same step), before anything is evaluated or
+        saved: the weights have been updated with non-finite gradients since."""
+        if totals.first_non_finite is None:
+            return
+        first_step = window.first_step + totals.first_non_finite // self.accum_steps + 1
+        micro_batch = window.first_micro_batch + totals.first_non_finite + 1
         good = ckpt.find_resume_checkpoint(self.output_dir)
         where = f"the last good checkpoint is {good}" if good else "no checkpoint was written yet"
+        became = "nan" if math.isnan(totals.loss) else "inf"
         raise TrainingDiverged(
-            f"The loss became {loss} at epoch {epoch + 1}, micro-batch {i + 1} (optimizer step "
-            f"{self.global_step + 1}); training stopped and {where}. Lower optimizer.lr, raise the "
-            f"warmup, or set optimizer.grad_clip, then resume with --resume auto.")
+            f"The loss became {became} between optimizer steps {window.first_step + 1} and "
+            f"{self.global_step} (first at step {first_step}: epoch {window.epoch + 1}, "
+            f"micro-batch {micro_batch}); training stopped before writing a checkpoint, and "
+            f"{where}. Lower optimizer.lr, raise the warmup, or set optimizer.grad_clip, then "
+            f"resume with --resume auto.")
 
     def _finish(self, last):
         cdir = os.path.abspath(ckpt.checkpoint_dir(self.output_dir))

@@ -4,9 +4,11 @@ Shapes only: it works on models built under ``paddle.LazyGuard()`` (no memory fo
 as ``tools/model_info.py`` builds them.
 """
 import math
-from typing import Tuple
+from typing import Any, Dict, List, Tuple
 
 import paddle
+
+from ..registry import BACKBONES, build_model
 
 
 def count_parameters(layer: paddle.nn.Layer) -> int:
@@ -24,3 +26,22 @@ def describe_classifier(model) -> Tuple[int, int, float]:
     ImageClassifier."""
     return (count_parameters(model.backbone), count_parameters(model),
             classifier_macs(model) / 1e9)
+
+
+def describe_variants(family: str, num_classes: int = 1000) -> List[Dict[str, Any]]:
+    """One row per variant (``ARCHS``) of the registered backbone ``family``: the variant's
+    dimensions, ``img_size`` and ``num_tokens`` at the family's default input size,
+    ``backbone_params``, ``params`` with a ``num_classes``-class linear head, and ``gmacs`` per
+    image (head included). Built under ``paddle.LazyGuard()``: no memory for the weights."""
+    rows = []
+    for arch, dims in BACKBONES.get(family).ARCHS.items():
+        cfg = {"name": "ImageClassifier", "backbone": {"name": family, "arch": arch},
+               "head": {"name": "LinearClsHead", "num_classes": num_classes,
+                        "in_channels": dims["hidden_dim"]}}
+        with paddle.LazyGuard():
+            model = build_model(cfg)
+        backbone_params, params, gmacs = describe_classifier(model)
+        rows.append({"arch": arch, **dims, "img_size": list(model.backbone.img_size),
+                     "num_tokens": model.backbone.num_tokens, "backbone_params": backbone_params,
+                     "params": params, "gmacs": gmacs})
+    return rows

@@ -114,7 +114,7 @@ class SpatialGatingUnit(nn.Layer):
     halves u, v; normalise v; mix v across the S tokens with a linear S -> S; return u * v.
 
     The projection starts near the identity gate, as the paper prescribes: weight ~ N(0, 1e-6)
-    and bias 1, so at initialisation the unit passes u * norm(v)."""
+    and bias 1, so at initialisation the projection is ~1 everywhere and the unit passes u."""
 
     def __init__(self, dim: int, num_tokens: int, norm_eps: float = 1e-5):
         super().__init__()

@@ -66,6 +66,16 @@ class StateDictLayout:
     blockdiag_exact: bool = True
     renames: Tuple[Tuple[str, str], ...] = ()
 
+    def rename(self, key: str) -> str:
+        """``key`` (relative to the backbone) in this package's names: ``renames`` in order."""
+        for pattern, replacement in self.renames:
+            key = re.sub(pattern, replacement, key)
+        return key
+
+    def token_param(self, key: str) -> Optional[TokenParam]:
+        """The :class:`TokenParam` that ``key`` (relative to the backbone) is, or None."""
+        return next((p for p in self.token_params if p.matches(key)), None)
+
 
 def linear_drop_path_rates(drop_path_rate: float, num_blocks: int) -> List[float]:
     """The paper's rule: 0 at the first block, ``drop_path_rate`` at the last, linear between."""
@@ -114,8 +124,13 @@ class IsotropicBackbone(nn.Layer):
     dynamic_grid = False  # True: runs on any grid of whole patches (no token-indexed weights)
 
     def __init__(self, patch_size: int, hidden_dim: int, num_blocks: int,
-                 img_size: Union[int, Sequence[int]], in_channels: int, use_recompute: bool):
+                 img_size: Union[int, Sequence[int]], in_channels: int, use_recompute: bool,
+                 gelu: str = "exact"):
         super().__init__()
+        if gelu not in ("tanh", "exact"):  # the schema checks configs; this, direct calls
+            raise ConfigError(f"{type(self).__name__}: gelu must be 'tanh' or 'exact', got "
+                              f"{gelu!r}.")
+        self.gelu = gelu
         self.patch_size = p = int(patch_size)
         self.img_size = to_pair(img_size)
         h, w = self.img_size

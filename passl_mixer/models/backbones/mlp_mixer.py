@@ -25,7 +25,6 @@ from typing import Any, Dict, Literal, Optional, Sequence, Union
 import numpy as np
 import paddle.nn as nn
 
-from ...errors import ConfigError
 from ...registry import BACKBONES
 from ...schema import DropRate, PositiveFloat, PositiveInt
 from ..layers import DropPath, Mlp, TokenMixingMlp
@@ -110,10 +109,8 @@ class MlpMixer(IsotropicBackbone):
         dims = self.resolve_dims(arch, patch_size=patch_size, hidden_dim=hidden_dim,
                                  num_blocks=num_blocks, tokens_mlp_dim=tokens_mlp_dim,
                                  channels_mlp_dim=channels_mlp_dim)
-        if gelu not in ("tanh", "exact"):
-            raise ConfigError(f"MlpMixer: gelu must be 'tanh' or 'exact', got {gelu!r}.")
         super().__init__(dims["patch_size"], dims["hidden_dim"], dims["num_blocks"], img_size,
-                         in_channels, use_recompute)
+                         in_channels, use_recompute, gelu)
         self.arch = arch
         self.tokens_mlp_dim = int(dims["tokens_mlp_dim"])
         self.channels_mlp_dim = int(dims["channels_mlp_dim"])
