@@ -1,7 +1,10 @@
 """Image classification datasets: a class-folder tree and a PaddleClas list file.
 
 Both check their inputs in the constructor, so a wrong path fails before any model is built,
-and both return ``(float32 CHW array, int64 label)`` samples.
+and both return ``(float32 CHW array, int64 label)`` samples -- ``(uint8 CHW array, label)``
+once the loader has taken their Normalize / RandomErasing tail to run on the device
+(:meth:`_ImageDataset.split_for_device`). A leading RandomResizedCrop decodes JPEGs at a reduced
+size when its box allows (:meth:`RandomResizedCrop.decode_scale`).
 
 Reproducible augmentation: ``__getitem__(idx)`` seeds ``numpy.random.default_rng([seed, epoch,
 idx])`` and hands it to the transforms, so a sample's augmentation depends only on (seed, epoch,
@@ -25,8 +28,8 @@ from PIL import Image
 from ..errors import DataError
 from ..fileio import read_text, require_dir
 from ..registry import DATASETS
-from .transforms import (SampleError, build_transforms, describe_sample, pil_to_chw,
-                         sample_error)
+from .transforms import (Compose, RandomResizedCrop, SampleError, build_transforms,
+                         describe_sample, pil_to_chw, sample_error)
 
 logger = logging.getLogger("passl_mixer.data")
 
@@ -82,11 +85,28 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def load_rgb(path: str) -> Image.Image:
-    """Open and fully decode ``path`` (so a truncated file fails here), as RGB."""
+def load_rgb(path: str, reduce=None) -> Image.Image:
+    """Open and fully decode ``path`` (so a truncated file fails here), as RGB.
+
+    ``reduce``: called with the full (width, height) before decoding, it returns a JPEG DCT
+    reduction s (1, 2, 4 or 8): a JPEG is then decoded at 1/s of the size (PIL's draft), which
+    costs about as much as decoding the smaller image. Other formats ignore it; the image's
+    ``passl_mixer_reduction`` attribute says which reduction was applied.
+    """
     with Image.open(path) as img:
+        reduction = 1
+        if reduce is not None:
+            wanted = reduce(img.size)
+            if wanted > 1 and img.format == "JPEG":
+                full_width = img.width
+                drafted = img.draft(img.mode if img.mode in ("RGB", "L") else None,
+                                    (img.width // wanted, img.height // wanted))
+                if drafted is not None:
+                    reduction = full_width / drafted[1][2]
         img.load()
-        return to_rgb(img)
+        img = to_rgb(img)
+    img.passl_mixer_reduction = reduction
+    return img
 
 
 class _ImageDataset(paddle.io.Dataset):
@@ -101,6 +121,19 @@ class _ImageDataset(paddle.io.Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.num_skipped = 0
+        # float32 (the dataset's own contract) or uint8 (set by split_for_device: the loader
+        # then casts and normalises the batch on the device).
+        self.output_dtype = np.float32
+
+    def split_for_device(self) -> List[List[Any]]:
+        """Leave the pipeline's Normalize / RandomErasing tail to the loader's device stage
+        (:mod:`.device`): from now on samples are uint8 (3, H, W) arrays. Returns ``[tail]``
+        (one pipeline: one image per sample)."""
+        from .device import split_batch_tail
+
+        self.transforms, tail = split_batch_tail(self.transforms)
+        self.output_dtype = np.uint8
+        return [tail]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -115,25 +148,48 @@ class _ImageDataset(paddle.io.Dataset):
         float32 CHW array with the raw 0..255 values, so every sample has the same type.
         """
         idx = int(idx)
-        rng = np.random.default_rng([self.seed, self.epoch, idx])
-        img, label, path = self._load(idx)
+        transforms = self.transforms.transforms
+        crop = transforms[0] if transforms and type(transforms[0]) is RandomResizedCrop \
+            and transforms[0].reduced_decode else None
+        drawn = {}
+
+        def reduce(size):
+            # The crop box is drawn on the full-size geometry, from the sample's generator, as
+            # the crop itself would draw it; only the decode is then reduced (see decode_scale).
+            # A fresh generator per file tried: the draws do not depend on skipped files.
+            drawn["rng"] = np.random.default_rng([self.seed, self.epoch, idx])
+            drawn["box"] = crop.crop_box(size[0], size[1], drawn["rng"])
+            return crop.decode_scale(size[0], size[1], drawn["box"])
+
+        img, label, path = self._load(idx, reduce if crop is not None else None)
+        rng = drawn.get("rng") or np.random.default_rng([self.seed, self.epoch, idx])
         try:
-            img = self.transforms(img, rng)
+            if "box" in drawn:
+                try:
+                    img = crop.resize_box(img, drawn["box"], img.passl_mixer_reduction)
+                except Exception as exc:
+                    exc.passl_mixer_transform = crop  # as Compose marks it
+                    raise
+                transforms = transforms[1:]
+            img = Compose(transforms)(img, rng)
         except Exception as exc:  # one message naming the sample, its file and the transform
             raise sample_error(idx, path, exc) from exc
         if isinstance(img, Image.Image):
-            img = pil_to_chw(img)
+            if self.output_dtype == np.uint8:
+                img = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+            else:
+                img = pil_to_chw(img)
         return img, np.int64(label)
 
-    def _load(self, idx: int) -> Tuple[Image.Image, int, str]:
+    def _load(self, idx: int, reduce=None) -> Tuple[Image.Image, int, str]:
         """(image, label, path) of sample ``idx``, or of the next readable one after it
-        (wrapping around)."""
+        (wrapping around). ``reduce``: see :func:`load_rgb`."""
         n = len(self.samples)
         attempts = min(n, MAX_READ_ATTEMPTS)
         for step in range(attempts):
             path, label = self.samples[(idx + step) % n]
             try:
-                return load_rgb(path), label, path
+                return load_rgb(path, reduce), label, path
             except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many exception types
                 self.num_skipped += 1
                 warned = self.__dict__.setdefault("_warned_unreadable", set())

@@ -28,6 +28,7 @@ from ..errors import DataError, PasslMixerError
 from ..registry import DATASETS
 from ..schema import (Field, NonNegativeInt, PositiveInt, Section, located, section,
                       validate_section)
+from .device import DeviceBatchStage
 from .sampler import DistributedBatchSampler
 from .transforms import (FIXED_SIZE_TRANSFORMS, Compose, SampleError, check_output_size,
                          describe_exception, sample_error, sample_path)
@@ -48,6 +49,10 @@ class LoaderSection(Section):
                                       "true for data.train, false for data.val)")
     shuffle: Optional[bool] = Field(None, description="new order every epoch (default: true for "
                                     "data.train, false for data.val)")
+    device_normalize: bool = Field(True, description="run the transforms' closing Normalize / "
+                                   "RandomErasing on whole batches on the training device, the "
+                                   "workers sending uint8 images (false: per sample in the "
+                                   "workers, float32)")
 
 # Batches built ahead of the one in use: by the thread (num_workers 0), and per worker process
 # (Paddle's DataLoader keeps the same 2 per worker).
@@ -349,7 +354,10 @@ class Loader:
 
     Iterating yields ``[images, labels]``: a float32 ``[B, 3, H, W]`` and an int64 ``[B]``
     paddle Tensor, ``B`` = ``batch_size`` (smaller only in the last batch when ``drop_last``
-    is false); a MultiView dataset gives ``[list of view tensors, labels]``. Call
+    is false); a MultiView dataset gives ``[list of view tensors, labels]``. With
+    ``device_stages`` (what :func:`build_dataloader` sets up unless ``device_normalize: false``)
+    the thread or workers make uint8 batches, and the main process turns them into float32
+    tensors on the current device, normalised and erased there (:mod:`.device`). Call
     ``set_epoch(epoch)`` before iterating each epoch: it picks the shuffle order and the
     augmentation seed. Sample ``i`` of epoch ``e`` is the same whatever ``num_workers`` is.
 
@@ -358,9 +366,12 @@ class Loader:
     - ``num_workers: 0``: a background thread builds up to :data:`THREAD_PREFETCH` batches ahead
       (decoding and resizing release the GIL, so loading overlaps the training step).
     - ``num_workers: N``: N worker processes (forked at the first ``iter()``, numpy and PIL only)
-      build whole batches, up to ``2 N`` ahead, delivered in order. They are kept for the next
-      epoch after a complete pass; stopping early (``break``, an error, Ctrl-C) ends them and
-      the next ``iter()`` starts new ones. :meth:`close` ends them too.
+      build whole batches, up to ``2 N`` ahead, delivered in order, each through the worker's
+      own pipe as raw array bytes (a uint8 224x224 batch of 128 is 19 MB; a pipe moves that at
+      several GB/s, so shared memory would save little and add a way to leak it). They are
+      persistent: kept for the next epoch after a complete pass (each task carries its epoch,
+      so augmentation stays a function of (seed, epoch, index)); stopping early (``break``, an
+      error, Ctrl-C) ends them and the next ``iter()`` starts new ones. :meth:`close` ends them.
 
     Errors: a failing sample, transform or batch ends the iteration with one DataError naming
     the sample index, its file and the transform; a worker killed by the system (e.g. out of
@@ -386,7 +397,8 @@ class Loader:
     """
 
     def __init__(self, dataset, batch_sampler: DistributedBatchSampler, num_workers: int = 0,
-                 where: str = "data", sync_errors: bool = False):
+                 where: str = "data", sync_errors: bool = False,
+                 device_stages: Optional[List[DeviceBatchStage]] = None):
         self.dataset = dataset
         self.batch_sampler = batch_sampler
         self.num_workers = int(num_workers)
@@ -395,6 +407,9 @@ class Loader:
         self.num_samples = len(dataset)
         self.where = where  # names the data section in messages, e.g. 'data.val'
         self.sync_errors = bool(sync_errors)
+        # Per image field of a sample (one, or one per view): the batch stage run on the device
+        # (see .device); None: the dataset's arrays become tensors as they are.
+        self.device_stages = device_stages
         self._pool: Optional[_WorkerPool] = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -415,11 +430,11 @@ class Loader:
             source = self._pool_batches(index_batches, epoch)
         else:
             source = self._thread_batches(index_batches)
-        return self._iterate(source, len(index_batches))
+        return self._iterate(source, index_batches, epoch)
 
-    def _iterate(self, source, num_batches: int):
+    def _iterate(self, source, index_batches, epoch: Optional[int]):
         try:
-            for _ in range(num_batches):
+            for indices in index_batches:
                 error = None
                 try:
                     batch = next(source)
@@ -429,9 +444,22 @@ class Loader:
                     self._agree(error)
                 if error is not None:
                     raise error
-                yield _to_tensors(batch)
+                yield self._to_device(batch, indices, epoch)
         finally:
             source.close()
+
+    def _to_device(self, batch, indices, epoch: Optional[int]):
+        """The batch as tensors; with device stages, the images (uint8) go through them."""
+        if self.device_stages is None:
+            return _to_tensors(batch)
+        images, rest = batch[0], batch[1:]
+        epoch = 0 if epoch is None else epoch
+        if isinstance(images, list):  # multi-view: one stage per view
+            images = [stage(view, indices, epoch)
+                      for stage, view in zip(self.device_stages, images)]
+        else:
+            images = self.device_stages[0](images, indices, epoch)
+        return [images] + _to_tensors(list(rest))
 
     def _agree(self, error: Optional[BaseException]) -> None:
         """All ranks: raise the same DataError if any rank's batch failed."""
@@ -548,9 +576,13 @@ def build_dataloader(cfg: Dict[str, Any], train: bool, seed: int = 0,
     # not batch images of different shapes: a ConfigError now, not a DataError mid-epoch.
     for where, pipeline in _pipelines(dataset, split):
         check_output_size(pipeline, where, allow_unchanged=True)
+    device_stages = None
+    if cfg["device_normalize"] and hasattr(dataset, "split_for_device"):
+        device_stages = [DeviceBatchStage(tail, seed, view)
+                         for view, tail in enumerate(dataset.split_for_device())]
     shuffle = train if cfg["shuffle"] is None else cfg["shuffle"]
     drop_last = train if cfg["drop_last"] is None else cfg["drop_last"]
     sampler = DistributedBatchSampler(len(dataset), cfg["batch_size"], num_replicas=world_size,
                                       rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
     return Loader(dataset, sampler, num_workers, where=f"data.{split}",
-                  sync_errors=_distributed(world_size))
+                  sync_errors=_distributed(world_size), device_stages=device_stages)

@@ -8,6 +8,9 @@ the dataset can make augmentation a pure function of (seed, epoch, sample index)
 Order in a pipeline: the PIL transforms (crops, resizes, flips, RandAugment) first, then
 :class:`Normalize` (PIL -> float32 CHW array), then :class:`RandomErasing` (works on the array).
 A transform given the wrong kind of input says so instead of failing deep inside PIL or numpy.
+In a loader the closing Normalize / RandomErasing run on whole batches on the training device
+instead, with the same results (see :mod:`.device`); a leading :class:`RandomResizedCrop` lets
+the dataset decode a JPEG at a reduced size when the crop allows (see its ``decode_scale``).
 
 Failures are reported once, with what failed: :class:`Compose` marks an exception with the
 transform that raised it, a dataset turns it into a :class:`SampleError` naming the sample and
@@ -314,15 +317,26 @@ class RandomResizedCrop:
 
     The Inception-style crop as torchvision/timm do it: 10 tries to find a box that fits, else a
     center crop with the ratio clamped into ``ratio``.
+
+    ``reduced_decode`` (default true): as the first transform of an ImageFolder / ImageList,
+    the box is drawn from the file's full size before decoding, and a JPEG is decoded at 1/2,
+    1/4 or 1/8 of its size when the box still holds the output size there (:meth:`decode_scale`):
+    the same boxes, a cheaper decode and resize, near-equal pixels.
     """
 
     def __init__(self, size: Size, scale: Sequence[float] = (0.08, 1.0),
-                 ratio: Sequence[float] = (3 / 4, 4 / 3), interpolation: str = "bicubic"):
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), interpolation: str = "bicubic",
+                 reduced_decode: bool = True):
         self.size = _pair(size, "RandomResizedCrop")
         self.scale = check_range(scale, "RandomResizedCrop scale")
         self.ratio = check_range(ratio, "RandomResizedCrop ratio")
         self.interpolation = interpolation
         self._resample = interpolation_mode(interpolation)
+        if not isinstance(reduced_decode, bool):
+            raise ConfigError(f"RandomResizedCrop reduced_decode must be true or false, got "
+                              f"{reduced_decode!r}.")
+        # Used by the datasets when this crop is the first transform: see decode_scale.
+        self.reduced_decode = reduced_decode
 
     def crop_box(self, width: int, height: int, rng: np.random.Generator):
         """(left, top, right, bottom) of the crop for an image of this size."""
@@ -347,15 +361,43 @@ class RandomResizedCrop:
         top, left = (height - h) // 2, (width - w) // 2
         return left, top, left + w, top + h
 
-    def __call__(self, img, rng):
-        require_pil(img, "RandomResizedCrop")
-        box = self.crop_box(img.width, img.height, rng)
+    def decode_scale(self, width: int, height: int, box) -> int:
+        """The largest JPEG DCT reduction (8, 4, 2 or 1) at which ``box`` of a ``width`` x
+        ``height`` image still holds at least the output size in both directions.
+
+        libjpeg decodes at 1/2, 1/4 or 1/8 of the size for little more than the cost of the
+        smaller image (PIL's ``Image.draft``). The crop box is drawn on the full-size geometry
+        first, so the crops' distribution is the recipe's; the reduction only changes the image
+        the box is resampled from, and never below the output's resolution, so the resize still
+        reduces (or keeps) the size, as from the full decode. ``PIL``'s draft picks the scale
+        ``min(width // w, height // h)`` for a request ``(w, h)``: a scale is used only when the
+        request ``(width // s, height // s)`` gives exactly ``s``.
+        """
+        box_w, box_h = box[2] - box[0], box[3] - box[1]
+        out_h, out_w = self.size
+        for s in (8, 4, 2):
+            if (box_w >= s * out_w and box_h >= s * out_h
+                    and width // (width // s) == s and height // (height // s) == s):
+                return s
+        return 1
+
+    def resize_box(self, img: Image.Image, box, reduction: float = 1.0) -> Image.Image:
+        """Crop ``box`` (full-size coordinates) from ``img`` decoded at ``1 / reduction`` of the
+        full size, resized to the output size: pixel j of a decode at 1/s covers the full-size
+        pixels [j s, (j + 1) s), so a full-size coordinate x is x / s in it."""
+        if reduction != 1:
+            box = tuple(v / reduction for v in box)
         # resize(box=...) crops and resizes in one pass.
         return img.resize((self.size[1], self.size[0]), self._resample, box=box)
 
+    def __call__(self, img, rng):
+        require_pil(img, "RandomResizedCrop")
+        return self.resize_box(img, self.crop_box(img.width, img.height, rng))
+
     def __repr__(self) -> str:
+        decode = "" if self.reduced_decode else ", reduced_decode=False"
         return (f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
-                f"interpolation={self.interpolation!r})")
+                f"interpolation={self.interpolation!r}{decode})")
 
 
 @TRANSFORMS.register()
@@ -463,7 +505,19 @@ class Normalize:
 
     def __call__(self, img, rng):
         require_pil(img, "Normalize")
-        return (pil_to_chw(img) / self.scale - self.mean) / self.std
+        return self.normalize(pil_to_chw(img))
+
+    def normalize(self, values):
+        """``(values / scale - mean) / std`` on float32 0..255 values: a CHW numpy array here,
+        or a [B, 3, H, W] paddle Tensor on the device (the loader's batch stage, see
+        :mod:`.device`), in the same float32 operations, so both give equal numbers."""
+        if isinstance(values, np.ndarray):
+            return (values / self.scale - self.mean) / self.std
+        import paddle  # only the loader's device stage comes here
+
+        mean = paddle.to_tensor(self.mean[None])
+        std = paddle.to_tensor(self.std[None])
+        return (values / self.scale - mean) / std
 
     def __repr__(self) -> str:
         return (f"Normalize(mean={self.mean.ravel().tolist()}, std={self.std.ravel().tolist()}, "
@@ -499,12 +553,24 @@ class RandomErasing:
         if not (isinstance(img, np.ndarray) and img.ndim == 3):
             raise ConfigError(f"RandomErasing works on the CHW array Normalize returns, but got "
                               f"{type(img).__name__}: put it after Normalize.")
-        if rng.random() >= self.prob:
+        boxes = self.draw(img.shape, rng)
+        if not boxes:
             return img
         img = img.copy()
-        channels, height, width = img.shape
+        for top, left, h, w, fill in boxes:
+            img[:, top:top + h, left:left + w] = fill
+        return img
+
+    def draw(self, shape: Sequence[int], rng) -> List[Tuple[int, int, int, int, np.ndarray]]:
+        """The erasing of one (C, H, W) image: a list of ``(top, left, h, w, fill)``, empty when
+        the ``prob`` draw says no. The CPU transform and the loader's device stage both erase
+        what this draws, so they erase alike."""
+        if rng.random() >= self.prob:
+            return []
+        channels, height, width = (int(s) for s in shape)
         count = int(rng.integers(1, self.max_count + 1))
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        boxes = []
         for _ in range(count):
             for _attempt in range(10):
                 target_area = height * width * rng.uniform(*self.scale) / count
@@ -514,9 +580,9 @@ class RandomErasing:
                 if 0 < w < width and 0 < h < height:
                     top = int(rng.integers(0, height - h + 1))
                     left = int(rng.integers(0, width - w + 1))
-                    img[:, top:top + h, left:left + w] = self._fill((channels, h, w), rng)
+                    boxes.append((top, left, h, w, self._fill((channels, h, w), rng)))
                     break
-        return img
+        return boxes
 
     def _fill(self, shape, rng) -> np.ndarray:
         if self.mode == "pixel":

@@ -152,9 +152,25 @@ class MultiView(paddle.io.Dataset):
                               f"(one per view), got {views!r}.")
         # The wrapped dataset decodes the image once; its raw 0..255 array is augmented per view.
         self.dataset = DATASETS.build(dataset, transforms=None, seed=seed)
+        if hasattr(self.dataset, "output_dtype"):  # skip a float32 round trip of the raw image
+            self.dataset.output_dtype = np.uint8
         self.views = [build_transforms(v) for v in views]
         self.seed = int(seed)
         self.epoch = 0
+        self.output_dtype = np.float32  # uint8 after split_for_device
+
+    def split_for_device(self) -> List[List[Any]]:
+        """Leave each view's Normalize / RandomErasing tail to the loader's device stage (see
+        :mod:`.device`); views are uint8 (3, H, W) arrays from now on. Returns the tails, one
+        per view."""
+        from .device import split_batch_tail
+
+        tails = []
+        for v, pipeline in enumerate(self.views):
+            self.views[v], tail = split_batch_tail(pipeline)
+            tails.append(tail)
+        self.output_dtype = np.uint8
+        return tails
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -165,14 +181,17 @@ class MultiView(paddle.io.Dataset):
 
     def __getitem__(self, idx: int):
         idx = int(idx)
-        # float32 (3, H, W) holding whole values 0..255; the wrapped dataset names a failure
+        # (3, H, W) holding whole values 0..255; the wrapped dataset names a failure
         raw, label = self.dataset[idx]
-        img = Image.fromarray(raw.transpose(1, 2, 0).astype(np.uint8), "RGB")
+        img = Image.fromarray(np.ascontiguousarray(raw.transpose(1, 2, 0).astype(np.uint8)), "RGB")
         out = []
         for v, transforms in enumerate(self.views):
             try:
                 view = transforms(img, np.random.default_rng([self.seed, self.epoch, idx, v]))
             except Exception as exc:  # one message naming the sample, file, transform and view
                 raise sample_error(idx, sample_path(self, idx), exc, view=v) from exc
-            out.append(pil_to_chw(view) if isinstance(view, Image.Image) else view)
+            if isinstance(view, Image.Image):
+                view = np.asarray(view, dtype=np.uint8).transpose(2, 0, 1) \
+                    if self.output_dtype == np.uint8 else pil_to_chw(view)
+            out.append(view)
         return out, label
