@@ -1,5 +1,5 @@
 """Trainer features run in-process on tiny data: accumulation, to_static, EMA, the model's loop
-hooks, AMP on CPU."""
+hooks, AMP on CPU (float32, except bfloat16 O1 through to_static)."""
 import numpy as np
 import paddle
 import pytest
@@ -123,10 +123,40 @@ def test_amp_on_cpu_warns_and_trains_in_float32(tiny_data, tmp_path, capsys):
     cfg = tiny_train_config(tiny_data, str(tmp_path / "amp"), epochs=1, max_steps=2)
     cfg["amp"] = {"enable": True, "dtype": "float16", "level": "O2"}
     trainer = Trainer(cfg)
-    assert "Paddle ignores AMP on CPU" in capsys.readouterr().out
-    assert trainer.amp_enabled is False and trainer.scaler is None
+    assert "on CPU only bfloat16 O1 trains in half precision" in capsys.readouterr().out
+    assert trainer.amp_enabled is False and trainer.scaler is None and not trainer.cpu_bf16
     trainer.train()
     assert all(p.dtype == paddle.float32 for p in trainer.model.parameters())
+
+
+def test_bfloat16_amp_on_cpu_trains_in_bfloat16(tiny_data, tmp_path):
+    """amp bfloat16 O1 on CPU: the traced forward and backward run bfloat16 oneDNN matmuls, the
+    weights stay float32, and the result is fp32's within bfloat16 rounding (but not equal)."""
+    if paddle.device.is_compiled_with_cuda():
+        pytest.skip("this Paddle build has a GPU: AMP runs in dygraph there")
+    fp32 = sgd(tiny_train_config(tiny_data, str(tmp_path / "fp32"), epochs=1, max_steps=3))
+    bf16 = sgd(tiny_train_config(tiny_data, str(tmp_path / "bf16"), epochs=1, max_steps=3))
+    bf16["amp"] = {"enable": True, "dtype": "bfloat16", "level": "O1"}
+    w32, _ = train_weights(fp32)
+    w16, trainer = train_weights(bf16)
+    assert trainer.cpu_bf16 and all(p.dtype == paddle.float32 for p in trainer.model.parameters())
+    images, target = paddle.randn([16, 3, 16, 16]), paddle.zeros([16], dtype="int64")
+    program = trainer.train_model.forward.get_concrete_program(images, target)[1].train_program
+    for part in (program.forward_program, program.backward_program):
+        bf16_matmuls = [line for line in str(part).splitlines()
+                        if "_op.matmul" in line and "bf16" in line.rsplit("->", 1)[-1]]
+        assert bf16_matmuls, f"no bfloat16 matmul in the traced program:\n{part}"
+    assert 1e-6 < max_weight_diff(w32, w16) <= 0.02
+
+
+def test_bfloat16_amp_on_cpu_refuses_recompute(tiny_data, tmp_path):
+    if paddle.device.is_compiled_with_cuda():
+        pytest.skip("this Paddle build has a GPU: AMP runs in dygraph there")
+    cfg = tiny_train_config(tiny_data, str(tmp_path / "rc"), epochs=1, max_steps=1)
+    cfg["model"]["backbone"]["use_recompute"] = True
+    cfg["amp"] = {"enable": True, "dtype": "bfloat16", "level": "O1"}
+    with pytest.raises(ConfigError, match="amp bfloat16 on CPU.*use_recompute"):
+        Trainer(cfg)
 
 
 def test_linear_lr_scaling_with_global_batch(tiny_data, tmp_path):

@@ -1,7 +1,14 @@
-"""Mixed precision on GPUs: which dtype the device can run, and how AMP O2 decorates a model.
+"""Mixed precision: which dtype the device can run, how AMP O2 decorates a model, and the one
+way Paddle trains in bfloat16 on a CPU.
 
-Paddle ignores AMP on CPU (``paddle.amp.decorate`` returns the model uncast there), so these
-run only on a GPU; the tests reproduce the O2 cast on CPU with Paddle's own ``amp_initialize``.
+On a GPU, AMP is dygraph's ``paddle.amp.auto_cast`` (+ ``decorate`` for O2). On a CPU, dygraph
+AMP is switched off by Paddle (``auto_cast`` warns and runs float32, ``decorate`` returns the
+model uncast) and dygraph has no bfloat16 CPU kernels for matmul, conv2d, layer_norm, gelu or
+add. What does train in bfloat16 on a CPU (Paddle 3.3.1) is a PIR program: ``auto_cast`` entered
+*inside* a function traced by ``paddle.jit.to_static`` inserts the casts without the place
+check, and Paddle's PIR kernel pass runs every bfloat16 op that has no plain-CPU kernel on its
+oneDNN kernel (matmul, conv2d, add, gelu and their grads). :class:`AutocastForward` is that
+function; the trainer uses it for ``amp: {enable: true, dtype: bfloat16, level: O1}`` on CPU.
 """
 from __future__ import annotations
 
@@ -44,6 +51,33 @@ def check_amp_support(dtype: str, device: Optional[str] = None) -> None:
     raise ConfigError(f"amp.dtype is {dtype}, which {where} cannot run, so Paddle would "
                       f"silently train in float32: set -o amp.dtype={other} if the device has it, "
                       f"or -o amp.enable=false.")
+
+
+def cpu_bfloat16_training(dtype: str, level: str) -> bool:
+    """True when this AMP setting trains in bfloat16 on a CPU through :class:`AutocastForward`
+    (bfloat16 O1; float16 has no CPU kernels, and O2's ``paddle.amp.decorate`` casts nothing on
+    a CPU)."""
+    return dtype == "bfloat16" and level == "O1"
+
+
+class AutocastForward(paddle.nn.Layer):
+    """``model``'s forward under ``paddle.amp.auto_cast``, for ``paddle.jit.to_static``.
+
+    Traced, the cast happens while the program is built (PIR mode), where Paddle does not turn
+    AMP off on a CPU as dygraph does, and the program runs its bfloat16 matmuls, their grads and
+    the ops between them on oneDNN kernels; LayerNorm, softmax and the loss stay in float32
+    (Paddle's AMP lists). Parameters stay float32 (O1), so the optimizer, gradient clipping, EMA
+    and checkpoints see float32 as always. ``model`` is held as a sublayer: the parameters are
+    the same objects, trained in place."""
+
+    def __init__(self, model: paddle.nn.Layer, dtype: str = "bfloat16", level: str = "O1"):
+        super().__init__()
+        self.model = model
+        self.dtype, self.level = dtype, level
+
+    def forward(self, inputs, target=None):  # to_static needs named arguments, not *args
+        with paddle.amp.auto_cast(enable=True, dtype=self.dtype, level=self.level):
+            return self.model(inputs, target)
 
 
 def o2_decorate_kwargs(model: paddle.nn.Layer, dtype: str) -> Dict[str, Any]:

@@ -36,7 +36,7 @@ from ..schema import (Decay, Field, NonNegativeFloat, NonNegativeInt, PositiveFl
                       check_call, section, tracking, validate_section)
 from . import checkpoint as ckpt
 from . import distributed as dist
-from .amp import check_amp_support, o2_decorate_kwargs
+from .amp import AutocastForward, check_amp_support, cpu_bfloat16_training, o2_decorate_kwargs
 from .ema import ModelEma
 from .evaluate import evaluate
 from .inputs import check_inputs
@@ -104,7 +104,8 @@ class TrainSection(Section):
 
 @section("amp")
 class AmpSection(Section):
-    enable: bool = Field(False, description="mixed precision (GPU only; ignored on CPU)")
+    enable: bool = Field(False, description="mixed precision (on CPU: bfloat16 O1 only, through "
+                                            "paddle.jit.to_static)")
     dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="half precision type")
     level: Literal["O1", "O2"] = Field("O1", description="O1: per-op casts; O2: half weights")
     init_loss_scaling: PositiveFloat = Field(65536.0, description="float16 loss scale to start")
@@ -281,15 +282,21 @@ class Trainer:
                     if t["ema"] else None)
         self._setup_amp()
 
-        if t["to_static"] and any(getattr(m, "use_recompute", False) for m in self.model.sublayers()):
+        traced = t["to_static"] or self.cpu_bf16
+        if traced and any(getattr(m, "use_recompute", False) for m in self.model.sublayers()):
             # outside dygraph Paddle's recompute only tags ops for its auto-parallel pass, which
             # to_static does not run: refuse rather than silently keep every activation
-            raise ConfigError("train.to_static: true cannot be combined with model.backbone."
-                              "use_recompute: true, because under paddle.jit.to_static Paddle's "
-                              "recompute recomputes nothing (memory use would stay as without "
-                              "it); set one of them to false.")
+            why = ("train.to_static: true" if t["to_static"] else
+                   "amp bfloat16 on CPU (which trains through paddle.jit.to_static)")
+            raise ConfigError(f"{why} cannot be combined with model.backbone.use_recompute: "
+                              f"true, because under paddle.jit.to_static Paddle's recompute "
+                              f"recomputes nothing (memory use would stay as without it); set "
+                              f"-o model.backbone.use_recompute=false, or turn the other off.")
         self.train_model = self.model
-        if t["to_static"]:
+        if self.cpu_bf16:
+            self.train_model = paddle.jit.to_static(
+                AutocastForward(self.model, self.amp_dtype, self.amp_cfg["level"]), full_graph=True)
+        elif t["to_static"]:
             self.train_model = paddle.jit.to_static(self.model, full_graph=True)
         if self.world_size > 1:
             self.train_model = paddle.DataParallel(
@@ -342,10 +349,20 @@ class Trainer:
         a = self.amp_cfg
         self.amp_enabled = bool(a["enable"])
         self.amp_dtype = a["dtype"]
+        # bfloat16 O1 on a CPU: the forward is traced with the cast inside (AutocastForward)
+        self.cpu_bf16 = False
         if self.amp_enabled and not paddle.device.is_compiled_with_cuda():
-            self.logger.warning("amp.enable is set but this Paddle build has no GPU: Paddle ignores "
-                                "AMP on CPU, so training runs in float32.")
-            self.amp_enabled = False
+            if cpu_bfloat16_training(a["dtype"], a["level"]):
+                self.cpu_bf16 = True
+                self.log("amp: bfloat16 O1 on CPU, through paddle.jit.to_static (oneDNN bfloat16 "
+                         "kernels; Paddle's dygraph has no CPU AMP); evaluation runs in float32.")
+            else:
+                self.logger.warning(f"amp.enable is set with dtype {a['dtype']} level {a['level']}, "
+                                    f"but this Paddle build has no GPU, and on CPU only bfloat16 "
+                                    f"O1 trains in half precision (-o amp.dtype=bfloat16 -o "
+                                    f"amp.level=O1; Paddle ignores AMP otherwise), so training "
+                                    f"runs in float32.")
+            self.amp_enabled = False  # no dygraph auto_cast on CPU (it would warn every step)
         self.scaler = None
         if self.amp_enabled:
             # before decorate: on a GPU without the dtype Paddle turns AMP off without a word
