@@ -30,6 +30,8 @@ setup(
     extras_require={
         "safetensors": ["safetensors>=0.4"],
         "onnx": ["paddle2onnx>=1.2", "onnxruntime>=1.16"],
+        # one more engine for tools/benchmark.py --mode infer (reads the ONNX export)
+        "openvino": ["paddle2onnx>=1.2", "openvino>=2024.0"],
         "test": ["pytest>=7", "import-linter>=2.1", "safetensors>=0.4", "scipy>=1.9"],
     },
     classifiers=[

@@ -632,7 +632,7 @@ def plan(models: Sequence[str], modes: Sequence[str] = tuple(MODES), device: str
          amp_support: Callable[[str], Optional[str]] = amp_support_reason
          ) -> List[PlannedCheck]:
     """The checks, in order, per model: ``train fp32`` (the reference, always first), each
-    AMP mode of ``modes`` (skipped on a CPU, where Paddle ignores AMP, and where
+    AMP mode of ``modes`` (skipped on a CPU, where dygraph AMP is off, and where
     ``amp_support(dtype)`` gives a reason), the data-parallel run, then the predictors: fp32,
     fp16, TensorRT fp32 and fp16 (on a CPU all but fp32 skipped)."""
     from ..errors import ConfigError
@@ -648,7 +648,9 @@ def plan(models: Sequence[str], modes: Sequence[str] = tuple(MODES), device: str
             if mode == "fp32":
                 continue
             amp = MODES[mode]
-            skip = ("Paddle ignores AMP on a CPU (the Trainer trains float32)" if not on_gpu
+            skip = ("a GPU mode (on a CPU only bfloat16 O1 trains in half precision, through "
+                    "paddle.jit.to_static; scripts/check_cpu_bf16_training.py checks it)"
+                    if not on_gpu
                     else amp_support(amp["dtype"]) or "")
             checks.append(PlannedCheck(model, f"train {mode}", "train", mode, amp, skip=skip))
         if data_parallel:

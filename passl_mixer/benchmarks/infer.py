@@ -1,22 +1,33 @@
-"""Inference speed: dygraph vs the exported predictor (fp32, bf16) vs the machine's peak.
+"""Inference speed: every engine available on this machine vs the matrix-multiply peak of its
+precision, measured in the same interleaved rounds.
 
-    python tools/benchmark.py --mode infer -c configs/mlp_mixer/mixer_b16_224.yaml --batch-size 32
+    python tools/benchmark.py --mode infer -c configs/mlp_mixer/mixer_s16_224.yaml --batch-size 32
 
-One run measures, each in its own process (a process that has run a oneDNN predictor keeps
-running dygraph ~1.8x slower, so measurements must not share one):
-  * the model in dygraph (``model(x)`` under no_grad), as a user runs it, and again with the
-    freed-memory setting the Predictor applies (``keep_freed_memory``), which speeds dygraph
-    up too,
-  * the model exported and run by :class:`passl_mixer.inference.Predictor` in fp32 and bf16,
-  * the fp32 and bf16 matrix-multiply peaks of the same engine: a one-layer 4096x4096 linear
-    program on a [4096, 4096] input, run by the same oneDNN predictor settings (memory kept
-    too). (Dygraph's ``paddle.matmul`` uses a much slower kernel on CPU and is no measure of
-    the peak.)
-Achieved GFLOP/s count 2 FLOPs per multiply-accumulate of the backbone (``backbone.macs()``)
-and the head; the share of peak compares fp32 with the fp32 peak and bf16 with the bf16 peak.
-Each process sets up and warms up its measurement; then ``--iters`` rounds time one run of each
-in turn, and each keeps its best time: on a shared machine, load from other work falls on all
-measurements alike and the best time is the least disturbed one.
+Engines (:data:`ENGINES`; each says whether it can run here and why not):
+  * Paddle Inference (oneDNN) fp32 and bf16, with the settings :class:`passl_mixer.inference.
+    Predictor` uses (``paddle_config`` and the kept freed memory); int8 once the Predictor
+    offers that precision;
+  * ONNX Runtime (CPU) fp32 and OpenVINO (CPU) fp32 and bf16 on the ONNX export, when the
+    packages are installed (both optional);
+  * dygraph (``model(x)`` under no_grad), as a user runs it.
+Every engine runs in its own process (a process that has run a oneDNN predictor keeps running
+dygraph ~1.8x slower, so measurements must not share one).
+
+The peak of a precision is the fastest plain matrix multiply measured in the same rounds: a
+bias-free Linear program of each of the model's two heaviest Linear shapes ([B*S, K] x [K, N],
+found by running the model once on one image) and of a 4096x4096 square, run by Paddle
+Inference in that precision, plus the heaviest shape run by every other engine of that
+precision. A model's matmuls are the same shapes, and the rest of its work (norms, adds,
+activations, layout reorders) only adds time, so a model can at most reach the peak: a share
+above 100% by more than noise (:data:`SOUND_MARGIN`) means the peak was measured badly, and the
+table says so.
+
+Achieved GFLOP/s count 2 FLOPs per multiply-accumulate of the backbone (``backbone.macs()``) and
+the head. Each process sets up and warms up its measurement; then ``--iters`` rounds time one
+run of each in turn, and each keeps its best time: on a shared machine, load from other work
+falls on all measurements alike and the best time is the least disturbed one. Each engine's
+outputs on one fixed batch are compared with Paddle fp32's (``max |diff|``, relative to the
+largest output magnitude), so "fp32-exact" is measured, not assumed.
 """
 from __future__ import annotations
 
@@ -27,12 +38,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-PEAK_SIZE = 4096
-PAUSE = 0.5  # seconds between timed runs
+SQUARE = 2048           # the square matmul every peak includes
+FP32_EXACT = 1e-5       # max |diff| vs Paddle fp32, relative to the largest output: 'fp32-exact'
+HEAVIEST_SHAPES = 2     # the model's heaviest Linear shapes measured as peak programs
+SOUND_MARGIN = 0.05     # a share of peak above 1 + this is not noise: the peak is unsound
+PAUSE = 0.5             # seconds between timed runs: the previous child's threads go idle
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -45,71 +59,178 @@ def add_args(parser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     parser.add_argument("--iters", type=int, default=5,
                         help="timed rounds (each measurement keeps its best)")
+    parser.add_argument("--engines", default=None,
+                        help="comma-separated engine names to measure (default: every one "
+                             f"available; known: {', '.join(e.name for e in ENGINES)})")
     parser.add_argument("--skip-dygraph", action="store_true",
                         help="leave out the (slow) dygraph measurement")
 
 
+# -- engines: where each runs, and how it runs a program in a child process -------------------
+class Engine:
+    """One way to run an exported program. ``unavailable()`` is None where the engine can run
+    here, else why not; ``setup(files, x, threads)`` (in the child) returns a function that
+    runs the program once on ``x`` (the timed part), one that returns the last run's output
+    (copying a large output is not the engine's work: a peak program's is 50 MB), and the
+    precision really running."""
+    name = ""
+    precision = "fp32"
+    program = "paddle"  # which file it runs: 'paddle' (json/pdiparams), 'onnx', 'dygraph'
+
+    def unavailable(self) -> Optional[str]:
+        return None
+
+    def setup(self, files: Dict[str, Any], x: np.ndarray, threads: int
+              ) -> Tuple[Callable[[], Any], Callable[[], np.ndarray], str]:
+        raise NotImplementedError
+
+
+class PaddleEngine(Engine):
+    """Paddle Inference on oneDNN, configured as the Predictor configures it."""
+
+    def __init__(self, precision: str):
+        self.precision = precision
+        self.name = f"paddle {precision}"
+
+    def unavailable(self):
+        from ..inference import PRECISIONS, cpu_has_bf16
+        if self.precision not in PRECISIONS:
+            return f"this Predictor has no '{self.precision}' precision"
+        if self.precision == "bf16" and not cpu_has_bf16():
+            return "the CPU has no bf16 instructions (avx512_bf16 / amx_bf16)"
+        return None
+
+    def setup(self, files, x, threads):
+        import paddle.inference as paddle_infer
+
+        from ..inference import keep_freed_memory, paddle_config, stdout_discarded
+
+        keep_freed_memory()  # as the Predictor does with keep_memory=True
+        config, precision = paddle_config(files["model_file"], files["params_file"],
+                                          precision=self.precision, threads=threads)
+        predictor = paddle_infer.create_predictor(config)
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        output = predictor.get_output_handle(predictor.get_output_names()[0])
+        handle.reshape(list(x.shape))
+        handle.copy_from_cpu(x)
+
+        with stdout_discarded():  # the oneDNN passes' debug line on the first run
+            predictor.run()
+        return predictor.run, output.copy_to_cpu, precision
+
+
+class OnnxRuntimeEngine(Engine):
+    name, precision, program = "onnxruntime fp32", "fp32", "onnx"
+
+    def unavailable(self):
+        return _missing_module("onnxruntime")
+
+    def setup(self, files, x, threads):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(files["onnx"], sess_options=options,
+                                               providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
+        last = [None]
+
+        def once():
+            last[0] = session.run(None, feed)[0]
+        return once, (lambda: last[0]), "fp32"
+
+
+class OpenVinoEngine(Engine):
+    program = "onnx"
+
+    def __init__(self, precision: str):
+        self.precision = precision
+        self.name = f"openvino {precision}"
+
+    def unavailable(self):
+        missing = _missing_module("openvino")
+        if missing or self.precision == "fp32":
+            return missing
+        import openvino
+        if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            return "OpenVINO's CPU plugin has no BF16 capability on this CPU"
+        return None
+
+    def setup(self, files, x, threads):
+        import openvino
+
+        core = openvino.Core()
+        model = core.read_model(files["onnx"])
+        model.reshape({model.inputs[0].any_name: list(x.shape)})  # static shape: fastest
+        hint = {"fp32": "f32", "bf16": "bf16"}[self.precision]
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                     "INFERENCE_PRECISION_HINT": hint,
+                                                     "PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+        request.set_input_tensor(openvino.Tensor(x))
+        ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # 'f32'/'bf16'
+        return (request.infer, lambda: np.array(request.get_output_tensor(0).data),
+                "bf16" if ran == "bf16" else "fp32")
+
+
+class DygraphEngine(Engine):
+    name, precision, program = "dygraph fp32", "fp32", "dygraph"
+
+    def setup(self, files, x, threads):
+        import paddle
+
+        from ..config import load_config
+        from ..export import build_model_with_weights
+
+        model = build_model_with_weights(_random_weights_config(
+            load_config(files["config"], files["overrides"])), files["weights"])
+        xt = paddle.to_tensor(x)
+        last = [None]
+
+        def once():
+            with paddle.no_grad():
+                last[0] = model(xt).numpy()  # .numpy() waits for the result
+        return once, (lambda: last[0]), "fp32"
+
+
+def _missing_module(module: str) -> Optional[str]:
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not installed (optional: pip install {module})"
+    return None
+
+
+# The engines, in table order. An int8 engine (Paddle Inference int8) appears here by itself
+# as soon as passl_mixer.inference.PRECISIONS offers 'int8'; another engine is one class more.
+ENGINES: List[Engine] = [PaddleEngine("fp32"), PaddleEngine("bf16"), PaddleEngine("int8"),
+                         OnnxRuntimeEngine(), OpenVinoEngine("fp32"), OpenVinoEngine("bf16"),
+                         DygraphEngine()]
+
+
+def engine_by_name(name: str) -> Engine:
+    for engine in ENGINES:
+        if engine.name == name:
+            return engine
+    raise KeyError(name)
+
+
 # -- the measurements, each in its own child process ------------------------------------------
-def _setup_dygraph(job: Dict[str, Any]):
-    import paddle
-
-    from ..config import load_config
-    from ..export import build_model_with_weights, input_shape
-    from ..inference import keep_freed_memory
-
-    if job.get("keep_memory"):
-        keep_freed_memory()
-    cfg = _random_weights_config(load_config(job["config"], job["overrides"]))
-    model = build_model_with_weights(cfg)
-    x = paddle.randn([job["batch_size"], *input_shape(model)])
-
-    def once():
-        with paddle.no_grad():
-            model(x).numpy()
-    return once, "fp32"
-
-
-def _setup_predictor(job: Dict[str, Any]):
-    from ..inference import Predictor
-
-    predictor = Predictor(job["model_dir"], precision=job["precision"], threads=job["threads"],
-                          batch_size=job["batch_size"], keep_memory=True, quiet=True)
-    x = np.random.default_rng(0).standard_normal([job["batch_size"], *predictor.input_shape],
-                                                 dtype=np.float32)
-    return (lambda: predictor.run(x)), predictor.precision
-
-
-def _setup_peak(job: Dict[str, Any]):
-    import paddle.inference as paddle_infer
-
-    from ..export import program_file
-    from ..inference import keep_freed_memory, paddle_config
-
-    keep_freed_memory()  # as the Predictor does
-    d = job["model_dir"]
-    config, precision = paddle_config(os.path.join(d, program_file(d, "linear")),
-                                      os.path.join(d, "linear.pdiparams"),
-                                      precision=job["precision"], threads=job["threads"])
-    predictor = paddle_infer.create_predictor(config)
-    x = np.random.default_rng(0).standard_normal([PEAK_SIZE, PEAK_SIZE], dtype=np.float32)
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(list(x.shape))
-    handle.copy_from_cpu(x)
-    return predictor.run, precision
-
-
-SETUPS = {"dygraph": _setup_dygraph, "predictor": _setup_predictor, "peak": _setup_peak}
-
-
 def _child_main(job: Dict[str, Any]) -> None:
-    """Set up one measurement, warm it up, then time one run per line read from stdin."""
+    """Set up one measurement, warm it up, save its output on the fixed input, then time one
+    run per line read from stdin."""
     # Replies go to a private copy of stdout; fd 1 itself goes to stderr, so the debug lines
     # Paddle's C++ code prints there cannot mix into the replies.
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
-    once, precision = SETUPS[job["kind"]](job)
+    x = np.random.default_rng(0).standard_normal(job["input_shape"], dtype=np.float32)
+    once, output, precision = engine_by_name(job["engine"]).setup(job["files"], x,
+                                                                  job["threads"])
     for _ in range(job["warmup"]):
         once()
+    if job.get("output"):
+        np.save(job["output"], np.asarray(output(), dtype=np.float32))
     replies.write(json.dumps({"precision": precision}) + "\n")
     for _ in sys.stdin:
         start = time.perf_counter()
@@ -120,10 +241,10 @@ def _child_main(job: Dict[str, Any]) -> None:
 class _Child:
     """A measurement running in its own Python process, timed one run at a time."""
 
-    def __init__(self, job: Dict[str, Any], threads: int, log_dir: str):
+    def __init__(self, name: str, job: Dict[str, Any], threads: int, log_dir: str):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                    PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]))
-        self.kind = job["kind"]
+        self.name = name
         self.log = tempfile.TemporaryFile(mode="w+", dir=log_dir)  # stderr, read on failure
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "passl_mixer.benchmarks.infer", json.dumps(job)], env=env,
@@ -135,7 +256,7 @@ class _Child:
         if not line:
             self.proc.wait()
             self.log.seek(0)
-            raise RuntimeError(f"benchmark child '{self.kind}' failed:\n{self.log.read()[-3000:]}")
+            raise RuntimeError(f"benchmark child '{self.name}' failed:\n{self.log.read()[-3000:]}")
         return line
 
     def time_once(self) -> float:
@@ -144,7 +265,8 @@ class _Child:
         return float(self._reply())
 
     def close(self) -> None:
-        self.proc.stdin.close()
+        if self.proc.stdin:
+            self.proc.stdin.close()
         self.proc.wait()
         self.log.close()
 
@@ -156,13 +278,128 @@ def _random_weights_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return cfg
 
 
-# -- the parent ---------------------------------------------------------------------------------
-def _export_peak_program(directory: str) -> None:
+# -- the peak programs --------------------------------------------------------------------------
+def heaviest_linear_shapes(model, batch_size: int, count: int = HEAVIEST_SHAPES
+                           ) -> List[Tuple[int, int, int]]:
+    """The ``count`` (M, K, N) shapes of the model's ``nn.Linear`` matmuls with the most FLOPs
+    in a batch of ``batch_size`` (M = rows of the flattened input), found by running the model
+    once on one image with forward hooks."""
     import paddle
 
-    layer = paddle.nn.Linear(PEAK_SIZE, PEAK_SIZE, bias_attr=False)
-    paddle.jit.save(layer, os.path.join(directory, "linear"),
-                    input_spec=[paddle.static.InputSpec([None, PEAK_SIZE], "float32", "x")])
+    flops: Dict[Tuple[int, int, int], int] = {}
+
+    def record(layer, inputs, output):
+        k, n = layer.weight.shape
+        m = int(np.prod(inputs[0].shape[:-1])) * batch_size
+        flops[(m, k, n)] = flops.get((m, k, n), 0) + m * k * n
+
+    hooks = [layer.register_forward_post_hook(record) for layer in model.sublayers()
+             if isinstance(layer, paddle.nn.Linear)]
+    try:
+        with paddle.no_grad():
+            model(paddle.zeros([1, *_input_shape(model)]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sorted(flops, key=lambda s: -flops[s])[:count]
+
+
+def _no_zero_parameters(model) -> None:
+    """Give every all-zero parameter (a zero-initialised head, biases) small random values, so
+    the engines' outputs differ from zero and comparing them means something."""
+    import paddle
+
+    rng = np.random.default_rng(0)
+    for param in model.parameters():
+        if not np.any(param.numpy()):
+            param.set_value(paddle.to_tensor(
+                0.02 * rng.standard_normal(param.shape).astype(np.float32)))
+
+
+def _input_shape(model) -> List[int]:
+    from ..export import input_shape
+    return input_shape(model)
+
+
+def _export_peak_program(directory: str, k: int, n: int, onnx: bool) -> Dict[str, str]:
+    """A bias-free Linear K -> N as a Paddle program (and ONNX, for the ONNX engines)."""
+    import paddle
+
+    from ..export import program_file
+    from ..inference import stdout_discarded
+
+    prefix = os.path.join(directory, "linear")
+    layer = paddle.nn.Linear(k, n, bias_attr=False)
+    paddle.jit.save(layer, prefix, input_spec=[paddle.static.InputSpec([None, k], "float32",
+                                                                        "x")])
+    files = {"model_file": os.path.join(directory, program_file(directory, "linear")),
+             "params_file": prefix + ".pdiparams"}
+    if onnx:
+        import paddle2onnx
+        files["onnx"] = prefix + ".onnx"
+        with stdout_discarded():
+            paddle2onnx.export(files["model_file"], files["params_file"], save_file=files["onnx"],
+                               opset_version=13)
+    return files
+
+
+def peak_label(shape: Sequence[int]) -> str:
+    m, k, n = shape
+    return f"{m}x{k} @ {k}x{n}"
+
+
+# -- soundness ----------------------------------------------------------------------------------
+def shares_of_peak(rows: Dict[str, Dict[str, Any]], margin: float = SOUND_MARGIN
+                   ) -> Tuple[Dict[str, float], List[str]]:
+    """Per precision the peak GFLOP/s (the best of its peak rows), each model row's share of
+    the peak of the precision it ran (stored in the row as ``share_of_peak``), and warnings for
+    shares above ``1 + margin``: a model cannot run faster than its own matmuls, so such a share
+    says the peak was measured badly (too few rounds, or load that hit only the peak runs)."""
+    peaks: Dict[str, float] = {}
+    for row in rows.values():
+        if row["peak"]:
+            peaks[row["precision"]] = max(peaks.get(row["precision"], 0.0), row["gflops"])
+    warnings = []
+    for name, row in rows.items():
+        if row["peak"] or row["precision"] not in peaks:
+            continue
+        row["share_of_peak"] = row["gflops"] / peaks[row["precision"]]
+        if row["share_of_peak"] > 1 + margin:
+            warnings.append(f"{name} ran at {100 * row['share_of_peak']:.0f}% of the "
+                            f"{row['precision']} peak: above 100% by more than noise "
+                            f"({100 * margin:.0f}%), so the peak was measured badly; measure "
+                            f"again with more --iters on a quieter machine.")
+    return peaks, warnings
+
+
+# -- the parent ---------------------------------------------------------------------------------
+def _chosen_engines(args) -> Tuple[List[Engine], Dict[str, str]]:
+    from ..errors import ConfigError
+
+    wanted = None
+    if args.engines:
+        wanted = [w.strip() for w in args.engines.split(",") if w.strip()]
+        unknown = [w for w in wanted if w not in {e.name for e in ENGINES}]
+        if unknown:
+            raise ConfigError(f"--engines: unknown engine(s) {', '.join(unknown)}; known: "
+                              f"{', '.join(e.name for e in ENGINES)}.")
+    chosen, skipped = [], {}
+    for engine in ENGINES:
+        if wanted is not None and engine.name not in wanted:
+            continue
+        why = engine.unavailable()
+        if why is None and args.skip_dygraph and engine.program == "dygraph":
+            why = "--skip-dygraph"
+        if why is None and engine.program == "onnx" and _missing_module("paddle2onnx"):
+            why = _missing_module("paddle2onnx")
+        if why:
+            skipped[engine.name] = why
+        else:
+            chosen.append(engine)
+    if "paddle fp32" not in {e.name for e in chosen}:
+        raise ConfigError("--engines must include 'paddle fp32': the other engines' outputs "
+                          "are compared with it.")
+    return chosen, skipped
 
 
 def run(args) -> Dict[str, Any]:
@@ -176,67 +413,112 @@ def run(args) -> Dict[str, Any]:
     from ..registry import build_model
 
     threads = args.threads or available_cores()
-    cfg = _random_weights_config(load_config(args.config, args.override))
-    with paddle.LazyGuard():  # only the sizes are needed here
-        model = build_model(cfg["model"])
-    gflop_per_image = 2 * classifier_macs(model) / 1e9
+    engines, skipped = _chosen_engines(args)
     bs = args.batch_size
-    common = dict(batch_size=bs, threads=threads, warmup=args.warmup)
+    cfg = _random_weights_config(load_config(args.config, args.override))
+    model = build_model(cfg["model"])  # random weights: speed does not depend on them
+    model.eval()
+    _no_zero_parameters(model)
+    gflop_per_image = 2 * classifier_macs(model) / 1e9
+    peak_shapes = heaviest_linear_shapes(model, bs) + [(SQUARE, SQUARE, SQUARE)]
+    peak_shapes = list(dict.fromkeys(peak_shapes))
+    shape = _input_shape(model)
+    need_onnx = any(e.program == "onnx" for e in engines)
+    common = dict(threads=threads, warmup=args.warmup)
 
     with tempfile.TemporaryDirectory(prefix="passl_infer_bench_") as tmp:
         model_dir = os.path.join(tmp, "model")
-        export_model(cfg, model_dir, model_name=config_name(args.config))
-        _export_peak_program(tmp)
-        jobs = {}
-        if not args.skip_dygraph:
-            jobs["dygraph fp32"] = dict(kind="dygraph", config=args.config,
-                                        overrides=args.override)
-            # the predictor's freed-memory setting helps dygraph too: measured, for fairness
-            jobs["dygraph fp32, memory kept"] = dict(jobs["dygraph fp32"], keep_memory=True)
-        for precision in ("fp32", "bf16"):
-            jobs[f"predictor {precision}"] = dict(kind="predictor", model_dir=model_dir,
-                                                  precision=precision)
-            jobs[f"peak {precision}"] = dict(kind="peak", model_dir=tmp, precision=precision)
-        children = {}
+        weights = os.path.join(tmp, "weights.pdparams")  # the dygraph engine loads them too
+        paddle.save(model.state_dict(), weights)
+        del model
+        info = export_model(cfg, model_dir, weights=weights, model_name=config_name(args.config),
+                            fmt="onnx" if need_onnx else "paddle")
+        model_files = {"model_file": os.path.join(model_dir, info["model_file"]),
+                       "params_file": os.path.join(model_dir, info["params_file"]),
+                       "onnx": os.path.join(model_dir, "inference.onnx"),
+                       "config": args.config, "overrides": args.override, "weights": weights}
+        jobs: Dict[str, Dict[str, Any]] = {}
+        for engine in engines:
+            jobs[engine.name] = dict(engine=engine.name, files=model_files,
+                                     input_shape=[bs, *shape],
+                                     output=os.path.join(tmp, f"out{len(jobs)}.npy"))
+        for i, (m, k, n) in enumerate(peak_shapes):
+            peak_dir = os.path.join(tmp, f"peak{i}")
+            os.makedirs(peak_dir)
+            files = _export_peak_program(peak_dir, k, n, onnx=need_onnx and i == 0)
+            for engine in engines:
+                # Paddle runs every peak shape; the other engines the heaviest shape
+                if engine.program == "dygraph" or (engine.program != "paddle" and i > 0):
+                    continue
+                jobs[f"peak {engine.name} {peak_label((m, k, n))}"] = dict(
+                    engine=engine.name, files=files, input_shape=[m, k], gemm=[m, k, n])
+        children: Dict[str, _Child] = {}
         try:
             for name, job in jobs.items():  # set up one at a time: setups do not overlap
                 print(f"  setting up {name}", flush=True)
-                children[name] = _Child({**common, **job}, threads, tmp)
+                children[name] = _Child(name, {**common, **job}, threads, tmp)
             best = {name: float("inf") for name in children}
             # Rounds visit every measurement in turn, so background load on a shared machine
             # hits all of them alike; each keeps its best time.
             for r in range(args.iters):
                 for name, child in children.items():
-                    time.sleep(PAUSE)  # let the previous child's OpenMP threads go idle
+                    time.sleep(PAUSE)
                     best[name] = min(best[name], child.time_once())
                 print(f"  round {r + 1}/{args.iters}: " + ", ".join(
                     f"{name} {best[name] * 1e3:.0f} ms" for name in children), flush=True)
         finally:
             for child in children.values():
                 child.close()
+        outputs = {name: np.load(job["output"]) for name, job in jobs.items()
+                   if job.get("output") and os.path.exists(job["output"])}
 
     rows = {}
     for name, seconds in best.items():
-        images = None if name.startswith("peak") else bs
-        flop = gflop_per_image * bs if images else 2 * PEAK_SIZE ** 3 / 1e9
-        rows[name] = {"precision": children[name].precision, "seconds": seconds,
-                      "gflops": flop / seconds, "img_per_s": images / seconds if images else None}
-    for name, row in rows.items():
-        if not name.startswith("peak"):
-            row["share_of_peak"] = row["gflops"] / rows[f"peak {row['precision']}"]["gflops"]
-    ratios = {}
-    for key, dygraph in (("fp32_vs_dygraph", "dygraph fp32"),
-                         ("fp32_vs_dygraph_memory_kept", "dygraph fp32, memory kept")):
-        if dygraph in rows:
-            ratios[key] = rows["predictor fp32"]["img_per_s"] / rows[dygraph]["img_per_s"]
-    if rows["predictor bf16"]["precision"] == "bf16":
-        ratios["bf16_vs_fp32"] = rows["predictor bf16"]["img_per_s"] / \
-            rows["predictor fp32"]["img_per_s"]
+        job = jobs[name]
+        peak = "output" not in job
+        flop = 2 * float(np.prod(job["gemm"])) / 1e9 if peak else gflop_per_image * bs
+        rows[name] = {"precision": children[name].precision, "seconds": seconds, "peak": peak,
+                      "gflops": float(flop / seconds),
+                      "img_per_s": None if peak else bs / seconds}
+    reference = outputs["paddle fp32"]
+    scale = max(1.0, float(np.abs(reference).max()))
+    for name, out in outputs.items():
+        rows[name]["max_diff_vs_paddle_fp32"] = float(np.abs(out - reference).max()) / scale
+    peaks, warnings = shares_of_peak(rows)
+    fastest = fastest_per_precision(rows)
     info = {"config": config_name(args.config), "batch_size": bs, "threads": threads,
             "gflop_per_image": gflop_per_image, "cpu": _cpu_name(),
-            "cpu_has_bf16": cpu_has_bf16(), "paddle": paddle.__version__}
-    _print_table(info, rows, ratios)
-    return {**info, "results": rows, "ratios": ratios}
+            "cpu_has_bf16": cpu_has_bf16(), "paddle": paddle.__version__,
+            "engine_versions": _engine_versions(engines)}
+    _print_table(info, rows, peaks, skipped, warnings, fastest)
+    return {**info, "results": rows, "peaks": peaks, "skipped": skipped,
+            "fastest": fastest, "warnings": warnings}
+
+
+
+def fastest_per_precision(rows: Dict[str, Dict[str, Any]]) -> Dict[str, str]:
+    """Per precision that ran, the engine with the most img/s; for 'fp32' only engines whose
+    outputs match Paddle fp32 within :data:`FP32_EXACT` compete."""
+    fastest: Dict[str, str] = {}
+    for name, row in rows.items():
+        if row["peak"]:
+            continue
+        if row["precision"] == "fp32" and row.get("max_diff_vs_paddle_fp32", 0) > FP32_EXACT:
+            continue
+        best = fastest.get(row["precision"])
+        if best is None or row["img_per_s"] > rows[best]["img_per_s"]:
+            fastest[row["precision"]] = name
+    return fastest
+
+
+def _engine_versions(engines: Sequence[Engine]) -> Dict[str, str]:
+    versions = {}
+    for module in sorted({e.name.split()[0] for e in engines} - {"dygraph", "paddle"}):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 - a version is a nicety
+            versions[module] = "?"
+    return versions
 
 
 def _cpu_name() -> str:
@@ -250,29 +532,42 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _print_table(info, rows, ratios) -> None:
+def _print_table(info, rows, peaks, skipped, warnings, fastest) -> None:
+    extra = ", ".join(f"{k} {v}" for k, v in info["engine_versions"].items())
     print(f"\n{info['config']}: batch {info['batch_size']}, {info['threads']} threads, "
           f"{info['gflop_per_image']:.3g} GFLOP/image, {info['cpu']} "
           f"(bf16 instructions: {'yes' if info['cpu_has_bf16'] else 'no'}), "
-          f"Paddle {info['paddle']}")
-    widths = (34, 8, 9, 8, 9)
-    cells = ("engine", "img/s", "ms/batch", "GFLOP/s", "% of peak")
+          f"Paddle {info['paddle']}{', ' + extra if extra else ''}")
+    widths = (50, 8, 9, 8, 9, 10, 8)
+    head = ("engine", "img/s", "ms/batch", "GFLOP/s", "% of peak", "max |diff|", "x paddle")
+    reference = rows["paddle fp32"]["img_per_s"]
     print("| " + " | ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
-                            for i, (c, w) in enumerate(zip(cells, widths))) + " |")
+                            for i, (c, w) in enumerate(zip(head, widths))) + " |")
     print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":"
                          for i, w in enumerate(widths)) + "|")
     for name, row in rows.items():
-        label = f"{name} ({PEAK_SIZE}x{PEAK_SIZE} linear)" if name.startswith("peak") else name
+        label = name
         if row["precision"] not in name:
             label += f" (ran {row['precision']})"
+        if row["peak"] and row["gflops"] == peaks.get(row["precision"]):
+            label += " = PEAK"
         per_image = row["img_per_s"] is not None
+        diff = row.get("max_diff_vs_paddle_fp32")
         cells = (label, f"{row['img_per_s']:.2f}" if per_image else "-",
                  f"{row['seconds'] * 1e3:.0f}" if per_image else "-", f"{row['gflops']:.0f}",
-                 f"{100 * row['share_of_peak']:.0f}%" if "share_of_peak" in row else "-")
+                 f"{100 * row['share_of_peak']:.0f}%" if "share_of_peak" in row else "-",
+                 f"{diff:.1e}" if diff is not None else "-",
+                 f"{row['img_per_s'] / reference:.2f}" if per_image else "-")
         print("| " + " | ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |")
-    for key, value in ratios.items():
-        print(f"{key.replace('_vs_', ' vs ').replace('_', ' ')}: {value:.2f}x")
+    print("max |diff|: vs Paddle fp32 on the same batch, relative to its largest output; "
+          "x paddle: img/s relative to Paddle fp32.")
+    print("fastest: " + ", ".join(f"{p} {n}" + (" (fp32-exact)" if p == "fp32" else "")
+                                  for p, n in fastest.items()))
+    for name, why in skipped.items():
+        print(f"not measured: {name} ({why})")
+    for warning in warnings:
+        print(f"WARNING: {warning}")
 
 
 if __name__ == "__main__":
