@@ -34,7 +34,7 @@ from .data.transforms import check_output_size  # importing .data registers the 
 from .checkpoints import load_initial_weights
 from .logs import get_logger
 from .errors import CheckpointError, ConfigError, DataError, PasslMixerError
-from .export_layout import INFO_FILE, PREFIX
+from .export_layout import INFO_FILE, PREFIX, program_file
 from .fileio import atomic_dir, read_text, require_dir, short_write_reason, write_error
 from .inference import check_program_files, stdout_discarded
 from .registry import DATASETS, build_model
@@ -157,15 +157,6 @@ def class_names(cfg: Dict[str, Any], settings: Dict[str, Any],
                              "out (set export.class_names)", len(names), num_classes)
         return None
     return names
-
-
-def program_file(directory: str, prefix: str = PREFIX) -> str:
-    """The program file paddle.jit.save wrote: .json (PIR, Paddle 3.x) or .pdmodel (2.x)."""
-    for ext in (".json", ".pdmodel"):
-        if os.path.isfile(os.path.join(directory, prefix + ext)):
-            return prefix + ext
-    raise PasslMixerError(f"paddle.jit.save wrote neither {prefix}.json nor {prefix}.pdmodel "
-                          f"into '{directory}' (it holds {sorted(os.listdir(directory))}).")
 
 
 def _require_paddle2onnx():

@@ -149,6 +149,26 @@ def test_evaluation_runs_under_the_configs_amp_settings(trained, tmp_path, monke
     assert seen and set(seen) == {(True, "bfloat16", "O1")}
 
 
+def test_the_inference_engine_gives_dygraphs_numbers(trained, tmp_path, capsys):
+    """On a CPU tools/eval.py runs a traced Paddle Inference program (oneDNN) by default: the
+    same top-1, top-5 and loss as dygraph, and the log says which engine ran."""
+    _, path, out = trained
+    weights = os.path.join(out, "checkpoints", "latest.pdckpt")
+    results = {}
+    for engine in ("dygraph", "inference", "auto"):
+        where = str(tmp_path / engine)
+        code, _, err = run_in_process(EVAL, ["-c", path, "--weights", weights, "--output", where,
+                                             "--engine", engine], capsys)
+        assert code == 0, err
+        results[engine] = json.load(open(os.path.join(where, "eval.json")))
+        expected = "dygraph" if engine == "dygraph" else "inference"
+        assert f"process(es), {expected})" in open(os.path.join(where, "eval.log")).read()
+    for engine in ("inference", "auto"):
+        for key in ("top1", "top5", "num_samples"):
+            assert results[engine][key] == results["dygraph"][key]
+        assert results[engine]["loss"] == pytest.approx(results["dygraph"]["loss"], abs=1e-5)
+
+
 def test_eval_only_with_a_missing_resume_path_names_it(tiny_data, tmp_path, capsys):
     cfg = tiny_train_config(tiny_data, str(tmp_path / "run"))
     missing = str(tmp_path / "nowhere.pdckpt")

@@ -325,7 +325,7 @@ def _export_peak_program(directory: str, k: int, n: int, onnx: bool) -> Dict[str
     """A bias-free Linear K -> N as a Paddle program (and ONNX, for the ONNX engines)."""
     import paddle
 
-    from ..export import program_file
+    from ..export_layout import program_file
     from ..inference import stdout_discarded
 
     prefix = os.path.join(directory, "linear")
