@@ -136,11 +136,18 @@ def _quiet_launcher_termination() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> None:
+def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None,
+        keep_freed_memory: bool = False) -> None:
     """Run ``main``; print a user error as one paragraph (no traceback) and exit with 2.
     Paddle's CPU math threads are set first (``--threads N`` in the arguments, else
-    :func:`default_threads`)."""
+    :func:`default_threads`). ``keep_freed_memory``: the process keeps the memory it frees for
+    reuse (:func:`passl_mixer.inference.keep_freed_memory`): dygraph allocates every op's
+    output afresh, and a training step then no longer page-faults its large activations and
+    gradients into existence anew each time (see the README, "Speed on this 2-core CPU")."""
     set_threads(_threads_from_argv(argv))
+    if keep_freed_memory:
+        from .inference import keep_freed_memory as keep
+        keep()
     _quiet_launcher_termination()
     try:
         code = main(argv)

@@ -1,4 +1,6 @@
-"""Predictor: serve an exported model (``tools/export_model.py``) with Paddle Inference.
+"""Predictor: serve an exported model (``tools/export_model.py``) with Paddle Inference, or
+with OpenVINO (``engine='openvino'``: the export's inference.onnx, or the INT8 model that
+``tools/quantize.py`` calibrates, ``precision='int8'``; see passl_mixer.quantize).
 
     from passl_mixer.inference import Predictor
     predictor = Predictor("output/mixer_digits_infer")             # CPU, oneDNN, fp32
@@ -42,7 +44,14 @@ from .export_layout import INFO_FILE
 from .fileio import read_text, require_dir, require_file
 
 DEVICES = ("cpu", "gpu")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+# Engines a Predictor can run an export on: Paddle Inference (the program paddle.jit.save wrote)
+# and OpenVINO (inference.onnx, or the calibrated INT8 model tools/quantize.py writes). Paddle
+# 3.3.1 has no INT8 CPU kernels for these models (README, "INT8"); OpenVINO's run on VNNI/AMX.
+ENGINES = ("paddle", "openvino")
+PADDLE_PRECISIONS = ("fp32", "bf16", "fp16")
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
+INT8_KEY = "int8"  # the inference.yml section tools/quantize.py adds
 _PADDLE_PRECISION = {"fp32": paddle_infer.PrecisionType.Float32,
                      "fp16": paddle_infer.PrecisionType.Half,
                      "bf16": paddle_infer.PrecisionType.Bfloat16}
@@ -180,7 +189,12 @@ def paddle_config(model_file: str, params_file: str, device: str = "cpu",
     ([C, H, W]) and ``max_batch`` give TensorRT its dynamic-shape range."""
     if device not in DEVICES:
         raise ConfigError(f"Unknown device '{device}'; accepted: {', '.join(DEVICES)}.")
-    if precision not in PRECISIONS:
+    if precision not in PADDLE_PRECISIONS:
+        if precision == "int8":
+            raise ConfigError("precision 'int8' does not run on Paddle Inference (Paddle 3.3.1 "
+                              "has no INT8 CPU kernels for these models): use engine "
+                              "'openvino' (--engine openvino) on a model quantized with "
+                              "tools/quantize.py.")
         raise ConfigError(f"Unknown precision '{precision}'; accepted: {', '.join(PRECISIONS)}.")
     route = tensorrt_route(model_file) if tensorrt and device == "gpu" else None
     if route == "pir":  # a TensorRT build: convert first, then serve the converted program
@@ -375,6 +389,78 @@ def to_pil(image) -> Image.Image:
                     f"image or a uint8 numpy array.")
 
 
+def preprocess_image(transforms, input_shape: Sequence[int], image) -> np.ndarray:
+    """One image (path, PIL image or uint8 array) -> the float32 [C, H, W] model input, through
+    ``transforms`` (built from inference.yml's ``preprocess``); a ShapeError when they do not
+    give ``input_shape``. The Predictor and INT8 calibration (passl_mixer.quantize) share it."""
+    # The transforms are deterministic; the generator is only their calling convention.
+    out = transforms(to_pil(image), np.random.default_rng(0))
+    if list(out.shape) != list(input_shape):
+        what = f"'{os.fspath(image)}'" if isinstance(image, (str, os.PathLike)) else "image"
+        raise ShapeError(f"The preprocessing in {INFO_FILE} turns {what} into shape "
+                         f"{list(out.shape)}, but the model takes {list(input_shape)}: with a "
+                         f"short-side Resize and no crop, a non-square image keeps its aspect "
+                         f"ratio. Export with a crop (e.g. ResizeForEval) for such images.")
+    return out
+
+
+def require_openvino():
+    """The ``openvino`` module, or a ConfigError naming the pip package (it is optional)."""
+    try:
+        import openvino
+    except ImportError:
+        raise ConfigError("engine 'openvino' (and precision 'int8') needs the optional package "
+                          "openvino, which is not installed: pip install openvino (see "
+                          "requirements/int8.txt).") from None
+    return openvino
+
+
+def openvino_model_file(model_dir: str, info: Dict[str, Any], precision: str) -> str:
+    """The file OpenVINO runs for ``precision``: the INT8 model tools/quantize.py recorded in
+    inference.yml, else inference.onnx (fp32 and bf16); a ConfigError says how to make it."""
+    if precision == "int8":
+        int8 = info.get(INT8_KEY)
+        if not isinstance(int8, dict) or "model_file" not in int8:
+            raise ConfigError(f"'{model_dir}' holds no INT8 model: calibrate one with "
+                              f"tools/quantize.py --model-dir {model_dir} --calib-dir IMAGES "
+                              f"(a few hundred images like the ones it will serve).")
+        path = os.path.join(model_dir, int8["model_file"])
+        require_file(path, "The INT8 model", CheckpointError,
+                     "the file tools/quantize.py writes (quantize again)", nonempty=True)
+        return path
+    onnx = info.get("onnx")
+    if not isinstance(onnx, dict) or "file" not in onnx:
+        raise ConfigError(f"engine 'openvino' runs the export's ONNX model, and '{model_dir}' "
+                          f"has none: export with tools/export_model.py ... --format onnx.")
+    path = os.path.join(model_dir, onnx["file"])
+    require_file(path, "The ONNX model", CheckpointError,
+                 "the file tools/export_model.py --format onnx writes (export again)",
+                 nonempty=True)
+    return path
+
+
+def openvino_compiled(model_path: str, precision: str, threads: Optional[int] = None):
+    """``model_path`` compiled by OpenVINO for the CPU. fp32 is fp32 throughout; bf16 and int8
+    leave OpenVINO its default inference precision for the non-quantized ops (bf16 on CPUs with
+    bf16 instructions, else fp32); int8 layers run OpenVINO's VNNI/AMX kernels."""
+    ov = require_openvino()
+    settings = {"INFERENCE_NUM_THREADS": int(threads or available_cores()),
+                "PERFORMANCE_HINT": "LATENCY"}  # one request at a time, every core on it
+    if precision == "fp32":
+        settings["INFERENCE_PRECISION_HINT"] = "f32"
+    elif precision == "bf16" and not cpu_has_bf16():
+        get_logger().warning("this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): "
+                             "running fp32 instead of bf16")
+        settings["INFERENCE_PRECISION_HINT"] = "f32"
+        precision = "fp32"
+    try:
+        return ov.Core().compile_model(model_path, "CPU", settings), precision
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"OpenVINO cannot load '{model_path}' ({type(exc).__name__}: "
+                              f"{first}); export (or quantize) again.") from None
+
+
 def _is_single_image(images) -> bool:
     return isinstance(images, (str, os.PathLike, Image.Image)) or \
         (isinstance(images, np.ndarray) and images.ndim in (2, 3))
@@ -386,13 +472,16 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 class Predictor:
-    """An exported model on Paddle Inference.
+    """An exported model on Paddle Inference (or OpenVINO: ``engine``).
 
     Args:
         model_dir: a directory written by ``tools/export_model.py``.
         device: 'cpu' or 'gpu'.
         precision: 'fp32'; 'bf16' (CPU with bf16 instructions, else fp32 with a warning; or
-            GPU); 'fp16' (GPU).
+            GPU); 'fp16' (GPU); 'int8' (OpenVINO, on the model ``tools/quantize.py`` calibrated).
+        engine: 'paddle' (Paddle Inference, the default) or 'openvino' (CPU; runs the export's
+            inference.onnx for fp32/bf16 and the INT8 model for int8; needs ``pip install
+            openvino``). Default: 'openvino' for precision 'int8', else 'paddle'.
         threads: CPU math threads (default: the cores available to this process).
         batch_size: images per forward pass; longer inputs are split.
         tensorrt: run the GPU graph through TensorRT (built for batches up to ``batch_size``).
@@ -410,56 +499,75 @@ class Predictor:
     Thread-safe: concurrent ``run``/``predict`` calls on one Predictor take turns on its
     Paddle predictor (preprocessing runs in parallel).
 
-    Attributes: ``info`` (inference.yml), ``precision`` (the one running), ``class_names``
-    (list or None), ``input_shape`` ([C, H, W]), ``output_kind`` ('logits' / 'probabilities').
+    Attributes: ``info`` (inference.yml), ``engine``, ``precision`` (the one running),
+    ``class_names`` (list or None), ``input_shape`` ([C, H, W]), ``output_kind`` ('logits' /
+    'probabilities').
     """
 
     def __init__(self, model_dir: str, device: str = "cpu", precision: str = "fp32",
                  threads: Optional[int] = None, batch_size: int = 32, tensorrt: bool = False,
                  onednn: bool = True, gpu_id: int = 0, keep_memory: bool = False,
-                 quiet: bool = False):
+                 quiet: bool = False, engine: Optional[str] = None):
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+        if engine is None:  # INT8 runs on OpenVINO only; everything else defaults to Paddle
+            engine = "openvino" if precision == "int8" else "paddle"
+        if engine not in ENGINES:
+            raise ConfigError(f"Unknown engine '{engine}'; accepted: {', '.join(ENGINES)}.")
         self.model_dir = model_dir
         self.info = read_model_dir(model_dir)
+        self.engine = engine
         self.device = device
         self.batch_size = batch_size
         self.input_shape = [int(s) for s in self.info["input"]["shape"][1:]]
         self.output_kind = self.info["output"]["kind"]
         self.class_names = self.info.get("class_names")
         self.transforms = build_transforms(self.info["preprocess"])
+        self._lock = threading.Lock()  # the input/output handles are shared: one run at a time
+        if engine == "openvino":
+            self._start_openvino(device, precision, threads, tensorrt)
+        else:
+            self._start_paddle(device, precision, threads, tensorrt, onednn, gpu_id,
+                               keep_memory, quiet)
+
+    def _start_openvino(self, device: str, precision: str, threads: Optional[int],
+                        tensorrt: bool) -> None:
+        if device != "cpu" or tensorrt:
+            raise ConfigError("engine 'openvino' runs on the CPU here: use device 'cpu' without "
+                              "tensorrt.")
+        if precision not in OPENVINO_PRECISIONS:
+            raise ConfigError(f"engine 'openvino' runs precision {', '.join(OPENVINO_PRECISIONS)}"
+                              f", not '{precision}'.")
+        model_path = openvino_model_file(self.model_dir, self.info, precision)
+        compiled, self.precision = openvino_compiled(model_path, precision, threads)
+        self._request = compiled.create_infer_request()
+
+    def _start_paddle(self, device, precision, threads, tensorrt, onednn, gpu_id, keep_memory,
+                      quiet) -> None:
+        model_dir = self.model_dir
         config, self.precision = paddle_config(
             os.path.join(model_dir, self.info["model_file"]),
             os.path.join(model_dir, self.info["params_file"]), device=device,
             precision=precision, threads=threads, onednn=onednn, tensorrt=tensorrt,
             gpu_id=gpu_id, input_name=self.info["input"]["name"], input_shape=self.input_shape,
-            max_batch=batch_size)
+            max_batch=self.batch_size)
         if device == "cpu" and keep_memory:
             keep_freed_memory()
         self._predictor = check_program_files(model_dir, self.info["model_file"],
                                               self.info["params_file"], config, quiet=quiet)
         self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
         self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
-        self._lock = threading.Lock()  # the input/output handles are shared: one run at a time
         if quiet:
             with stdout_discarded():
                 self._run_chunk(np.zeros([1, *self.input_shape], dtype=np.float32))
 
     def __repr__(self) -> str:
-        return (f"Predictor({self.model_dir!r}, device={self.device!r}, "
+        return (f"Predictor({self.model_dir!r}, engine={self.engine!r}, device={self.device!r}, "
                 f"precision={self.precision!r}, batch_size={self.batch_size})")
 
     def preprocess(self, image) -> np.ndarray:
         """One image (path, PIL image or uint8 array) -> the float32 [C, H, W] model input."""
-        # The transforms are deterministic; the generator is only their calling convention.
-        out = self.transforms(to_pil(image), np.random.default_rng(0))
-        if list(out.shape) != self.input_shape:
-            what = f"'{os.fspath(image)}'" if isinstance(image, (str, os.PathLike)) else "image"
-            raise ShapeError(f"The preprocessing in {INFO_FILE} turns {what} into shape "
-                             f"{list(out.shape)}, but the model takes {self.input_shape}: with a "
-                             f"short-side Resize and no crop, a non-square image keeps its aspect "
-                             f"ratio. Export with a crop (e.g. ResizeForEval) for such images.")
-        return out
+        return preprocess_image(self.transforms, self.input_shape, image)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Preprocessed float32 [N, C, H, W] -> the model's outputs [N, num_classes]."""
@@ -476,6 +584,9 @@ class Predictor:
         return np.concatenate(outs)
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        if self.engine == "openvino":
+            with self._lock:  # one infer request: one run at a time
+                return np.array(self._request.infer({0: chunk})[0], dtype=np.float32)
         with self._lock:
             self._input.reshape(list(chunk.shape))
             self._input.copy_from_cpu(chunk)

@@ -2,6 +2,7 @@
 
     python tools/predict.py --model-dir output/mixer_digits_infer --input data/digits/val
     python tools/predict.py --model-dir DIR --input cat.jpg --topk 5 --precision bf16
+    python tools/predict.py --model-dir DIR --input photos/ --precision int8   # tools/quantize.py
 
 Each line is {"file": ..., "topk": [{"label": i, "class_name": ..., "score": p}, ...]} with p
 a probability. A folder is searched recursively and run in batches (a progress bar shows on a
@@ -29,8 +30,13 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     parser.add_argument("--device", choices=("cpu", "gpu"), default=None,
                         help="default: gpu with --tensorrt, else cpu")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="bf16: CPUs with bf16 instructions (else fp32) or GPUs; fp16: GPUs")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"), default="fp32",
+                        help="bf16: CPUs with bf16 instructions (else fp32) or GPUs; fp16: GPUs; "
+                             "int8: OpenVINO on the model tools/quantize.py calibrated")
+    parser.add_argument("--engine", choices=("paddle", "openvino"), default=None,
+                        help="paddle (Paddle Inference) or openvino (CPU: inference.onnx, or "
+                             "the INT8 model; pip install openvino); default: openvino for "
+                             "--precision int8, else paddle")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU math threads (default: the cores available)")
     parser.add_argument("--tensorrt", action="store_true",
@@ -45,7 +51,8 @@ def main(argv=None):
 
     predictor = Predictor(args.model_dir, device=args.device, precision=args.precision,
                           threads=args.threads, batch_size=args.batch_size,
-                          tensorrt=args.tensorrt, keep_memory=True, quiet=True)
+                          tensorrt=args.tensorrt, keep_memory=True, quiet=True,
+                          engine=args.engine)
     files = list_images(args.input, "--input")
     try:
         done, skipped = classify(predictor, files, args.topk)

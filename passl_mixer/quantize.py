@@ -1,0 +1,201 @@
+"""INT8 post-training quantization of an export, for OpenVINO's INT8 CPU kernels.
+
+    from passl_mixer.quantize import quantize_export
+    report = quantize_export("output/mixer_digits_infer", "data/digits/train", num_images=300)
+    Predictor("output/mixer_digits_infer", precision="int8")   # engine 'openvino'
+
+Why OpenVINO: Paddle 3.3.1 cannot run these models in INT8 on a CPU (its static PTQ cannot build
+a Mixer, its dygraph PTQ exports programs that run fp32 kernels: README, "INT8"); ONNX Runtime's
+static QDQ INT8 ran no faster than Paddle's fp32 predictor on the development machine, while
+OpenVINO's (calibrated with NNCF) ran faster than Paddle's bf16 one.
+
+What it does: reads the export's ``inference.onnx`` (tools/export_model.py --format onnx),
+folds its constants and fuses LayerNorm/GELU with OpenVINO's own offline passes (without them
+NNCF leaves the token-mixing matmuls, whose weight reaches them through a Transpose, in float,
+and OpenVINO reorders every activation twice per block), calibrates activation ranges on
+``num_images`` images sent through exactly the preprocessing in ``inference.yml`` (NNCF: INT8
+weights per output channel, INT8 activations per tensor), then compares the INT8 model with
+the fp32 one (OpenVINO, fp32 throughout) on ``check_dir`` (or the calibration images): the
+largest logit difference and the top-1 agreement go into ``inference.yml`` beside the model
+files, ``inference_int8.xml`` + ``.bin``, written before it.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import yaml
+
+from .data.datasets import list_images
+from .data.transforms import build_transforms
+from .errors import ConfigError, DataError, ShapeError
+from .export_layout import INFO_FILE
+from .fileio import write_error, write_text
+from .inference import (INT8_KEY, openvino_compiled, openvino_model_file, preprocess_image,
+                        read_model_dir, require_openvino)
+from .logs import get_logger
+
+INT8_MODEL = "inference_int8.xml"  # OpenVINO IR; its weights go to inference_int8.bin
+DEFAULT_CALIBRATION_IMAGES = 300
+
+
+def require_nncf():
+    """The ``nncf`` module (OpenVINO's calibration tool), or a ConfigError naming the package."""
+    try:
+        import nncf
+    except ImportError:
+        raise ConfigError("INT8 calibration needs the optional package nncf, which is not "
+                          "installed: pip install nncf openvino (see requirements/int8.txt).") \
+            from None
+    return nncf
+
+
+def pick_images(folder: str, count: int, what: str) -> List[str]:
+    """``count`` images of ``folder`` spread evenly over its sorted list (so a class-per-folder
+    dataset gives every class its share), or all of them when it holds fewer."""
+    if not (isinstance(count, int) and count >= 1):
+        raise ConfigError(f"{what}: the number of images must be an int >= 1, got {count!r}.")
+    files = list_images(folder, what)
+    if len(files) <= count:
+        return files
+    return [files[i] for i in np.linspace(0, len(files) - 1, count).round().astype(int)]
+
+
+def load_inputs(files: List[str], info: Dict[str, Any], what: str
+                ) -> Tuple[List[str], np.ndarray]:
+    """(the files read, their model inputs [N, C, H, W]) through inference.yml's preprocessing;
+    images that cannot be read are skipped with a warning, and none readable is a DataError."""
+    transforms = build_transforms(info["preprocess"])
+    shape = [int(s) for s in info["input"]["shape"][1:]]
+    kept, arrays = [], []
+    for path in files:
+        try:
+            arrays.append(preprocess_image(transforms, shape, path))
+            kept.append(path)
+        except (DataError, ShapeError) as exc:
+            get_logger().warning("%s: skipped %s (%s)", what, path, exc)
+    if not arrays:
+        raise DataError(f"{what}: none of the {len(files)} image(s) could be read and "
+                        f"preprocessed; give a folder of images like the ones the model serves.")
+    return kept, np.stack(arrays).astype(np.float32)
+
+
+def _prepared_model(onnx_path: str):
+    """The ONNX model read by OpenVINO with constants folded and its patterns fused (MVN for
+    LayerNorm, GELU), as OpenVINO's own model conversion does before saving IR."""
+    ov = require_openvino()
+    model = ov.Core().read_model(onnx_path)
+    try:  # OpenVINO's offline passes (what ovc runs); the module is internal, so guard it
+        from openvino._offline_transformations import apply_moc_transformations
+    except ImportError:
+        get_logger().warning("this OpenVINO has no openvino._offline_transformations: "
+                             "quantizing without constant folding (the token-mixing matmuls "
+                             "may stay in float)")
+        return model
+    apply_moc_transformations(model, cf=True)
+    return model
+
+
+def _save_model(ov, model, xml_path: str, bin_path: str) -> None:
+    """Write the IR pair into a temporary folder beside it, then move the weights and (last)
+    the graph into place: a reader never sees a graph without its weights."""
+    directory = os.path.dirname(os.path.abspath(xml_path))
+    tmp = tempfile.mkdtemp(prefix=".int8.", dir=directory)
+    try:
+        tmp_xml = os.path.join(tmp, os.path.basename(xml_path))
+        # compress_to_fp16=False: the float constants left (biases, norms) stay fp32
+        ov.save_model(model, tmp_xml, compress_to_fp16=False)
+        os.replace(tmp_xml[:-len(".xml")] + ".bin", bin_path)
+        os.replace(tmp_xml, xml_path)
+    except OSError as exc:
+        raise write_error(xml_path, exc, what="INT8 model") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_batches(compiled, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    request = compiled.create_infer_request()
+    return np.concatenate([np.array(request.infer({0: inputs[i:i + batch_size]})[0])
+                           for i in range(0, len(inputs), batch_size)])
+
+
+def compare(fp32: np.ndarray, int8: np.ndarray, labels: Optional[np.ndarray] = None
+            ) -> Dict[str, Any]:
+    """Max logit difference (absolute and relative to the largest fp32 logit), top-1
+    agreement, and with labels the top-1 accuracy of each."""
+    out = {"images": int(len(fp32)),
+           "max_abs_logit_diff": float(np.abs(int8 - fp32).max()),
+           "max_logit_diff_rel": float(np.abs(int8 - fp32).max() / max(np.abs(fp32).max(), 1e-12)),
+           "top1_agreement": float((int8.argmax(1) == fp32.argmax(1)).mean())}
+    if labels is not None:
+        out["top1_fp32"] = float((fp32.argmax(1) == labels).mean())
+        out["top1_int8"] = float((int8.argmax(1) == labels).mean())
+    return out
+
+
+def folder_labels(files: List[str], class_names: Optional[List[str]]) -> Optional[np.ndarray]:
+    """Labels from an ImageFolder layout (each image's parent folder is its class name), when
+    every image's folder is one of the export's class names; else None (no accuracy)."""
+    if not class_names:
+        return None
+    index = {name: i for i, name in enumerate(class_names)}
+    parents = [os.path.basename(os.path.dirname(f)) for f in files]
+    if not all(p in index for p in parents):
+        return None
+    return np.array([index[p] for p in parents])
+
+
+def quantize_onnx(onnx_path: str, calibration: np.ndarray):
+    """The OpenVINO model of ``onnx_path`` (folded and fused, see the module docstring) with
+    INT8 weights per output channel and INT8 activations per tensor, their ranges calibrated on
+    ``calibration`` [N, C, H, W] (preprocessed images); in memory."""
+    nncf = require_nncf()
+    model = _prepared_model(onnx_path)
+    # one image per item: NNCF's statistics are per tensor, the batch dimension stays dynamic
+    dataset = nncf.Dataset([x[None] for x in calibration])
+    return nncf.quantize(model, dataset, subset_size=len(calibration))
+
+
+def quantize_export(model_dir: str, calib_dir: str,
+                    num_images: int = DEFAULT_CALIBRATION_IMAGES,
+                    check_dir: Optional[str] = None, check_images: int = 1000,
+                    threads: Optional[int] = None) -> Dict[str, Any]:
+    """Calibrate an INT8 model of the export in ``model_dir`` on ``num_images`` images of
+    ``calib_dir``, write it beside the export and record it (and its check against fp32 on
+    ``check_dir``, or on the calibration images) in inference.yml; return that record."""
+    info = read_model_dir(model_dir)
+    ov = require_openvino()
+    nncf = require_nncf()
+    onnx_path = openvino_model_file(model_dir, info, "fp32")  # says: export with --format onnx
+    calib_files, calib = load_inputs(pick_images(calib_dir, num_images, "--calib-dir"), info,
+                                     "--calib-dir")
+    if check_dir is None:
+        check_files, check = calib_files, calib
+    else:
+        check_files, check = load_inputs(pick_images(check_dir, check_images, "--check-dir"),
+                                         info, "--check-dir")
+
+    quantized = quantize_onnx(onnx_path, calib)
+    xml_path = os.path.join(model_dir, INT8_MODEL)
+    bin_path = xml_path[:-len(".xml")] + ".bin"
+    _save_model(ov, quantized, xml_path, bin_path)
+
+    fp32_model, _ = openvino_compiled(onnx_path, "fp32", threads)
+    int8_model, _ = openvino_compiled(xml_path, "int8", threads)
+    labels = folder_labels(check_files, info.get("class_names"))
+    report = compare(run_batches(fp32_model, check), run_batches(int8_model, check), labels)
+    record = {"engine": "openvino", "model_file": INT8_MODEL,
+              "weights_file": os.path.basename(bin_path),
+              "openvino_version": ov.__version__, "nncf_version": nncf.__version__,
+              "calibration": {"dir": os.path.abspath(calib_dir), "images": int(len(calib))},
+              "check": {"dir": os.path.abspath(check_dir or calib_dir), **report}}
+    new_info = copy.deepcopy(info)
+    new_info[INT8_KEY] = record
+    write_text(os.path.join(model_dir, INFO_FILE),
+               yaml.safe_dump(new_info, sort_keys=False, default_flow_style=None,
+                              allow_unicode=True), INFO_FILE)
+    return record
