@@ -33,6 +33,7 @@ import yaml
 from .data.transforms import check_output_size  # importing .data registers the datasets
 from .checkpoints import load_initial_weights
 from .logs import get_logger
+from .models.layers import freeze_batch_norms
 from .errors import CheckpointError, ConfigError, DataError, PasslMixerError
 from .export_layout import INFO_FILE, PREFIX, program_file
 from .fileio import atomic_dir, read_text, require_dir, short_write_reason, write_error
@@ -275,6 +276,8 @@ def export_model(cfg: Dict[str, Any], output_dir: str, weights: Optional[str] = 
     num_classes = getattr(model, "num_classes", None)
     preprocess = preprocess_config(cfg, settings, shape)
     names = class_names(cfg, settings, num_classes)
+    model.eval()
+    freeze_batch_norms(model)  # an affine map in eval mode (the oneDNN kernel crashes)
     layer = _InferenceModel(model, settings["softmax"])
     layer.eval()
     spec = paddle.static.InputSpec([None, *shape], "float32", name="images")

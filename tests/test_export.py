@@ -201,3 +201,27 @@ def test_onnx_without_paddle2onnx_says_how_to_install_it(tmp_path, tiny_classifi
         "paddle2onnx" in message
     assert "Traceback" not in message
     assert not out.exists()
+
+
+def test_a_batchnorm_neck_exports_and_predicts_as_dygraph(tmp_path, tiny_classifier_cfg):
+    """A linear probe's BatchNorm neck is exported as the affine map it is in evaluation mode
+    (models.layers.FrozenBatchNorm): Paddle 3.3.1's oneDNN batch_norm kernel crashed the
+    predictor (a segmentation fault) on its [B, C] features."""
+    cfg = tiny_cfg(tiny_classifier_cfg)
+    width = cfg["model"]["head"]["in_channels"]
+    cfg["model"]["neck"] = {"name": "BatchNormNeck", "in_channels": width}
+    paddle.seed(3)
+    model = pm.build_model(cfg["model"])
+    bn = model.neck.bn
+    bn._mean.set_value(paddle.randn([width]))                 # running statistics that matter
+    bn._variance.set_value(paddle.rand([width]) + 0.5)
+    model.head.fc.weight.set_value(paddle.randn(model.head.fc.weight.shape))
+    save_weights(model.state_dict(), str(tmp_path / "w.pdparams"))
+    export_model(cfg, str(tmp_path / "out"), weights=str(tmp_path / "w.pdparams"))
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype("float32")
+    model.eval()
+    with paddle.no_grad():
+        expected = model(paddle.to_tensor(x)).numpy()
+    got = pm.Predictor(str(tmp_path / "out")).run(x)
+    assert np.abs(expected).max() > 0.5
+    assert np.abs(got - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())

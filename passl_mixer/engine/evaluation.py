@@ -32,6 +32,7 @@ from ..export_layout import PREFIX, program_file
 from ..fileio import make_dir, write_text
 from ..inference import available_cores, paddle_config
 from ..logs import setup_logging
+from ..models.layers import freeze_batch_norms
 from ..registry import build_model
 from ..schema import tracking, validate_section
 from . import checkpoint as ckpt
@@ -203,6 +204,8 @@ def evaluate_config(cfg: Dict, weights: Optional[str] = None, output_dir: Option
             if not isinstance(backbone, IsotropicBackbone):
                 engine = "dygraph"  # a host framework's backbone: no known input shape
             else:
+                model.eval()
+                freeze_batch_norms(model)  # see models.layers.FrozenBatchNorm
                 model = InferenceProgram(model, [backbone.in_channels, *backbone.img_size],
                                          threads)
     # nothing is created before the data, the model and the weights are found to be usable

@@ -195,6 +195,42 @@ class LayerScale(nn.Layer):
         return f"init_values={self.init_values}"
 
 
+class FrozenBatchNorm(nn.Layer):
+    """A Paddle BatchNorm in evaluation mode as what it computes there, a per-channel affine map
+    on axis 1: ``x * scale + shift`` with ``scale = weight / sqrt(var + eps)``, ``shift = bias -
+    mean * scale``. For inference programs: Paddle 3.3.1's oneDNN ``batch_norm`` kernel crashes
+    Paddle Inference on the [B, C] features of a linear probe's BatchNorm neck."""
+
+    def __init__(self, bn: nn.Layer):
+        super().__init__()
+        scale = paddle.rsqrt(bn._variance + bn._epsilon)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn._mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        self.register_buffer("scale", scale.detach())
+        self.register_buffer("shift", shift.detach())
+
+    def forward(self, x):
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        return x * self.scale.reshape(shape) + self.shift.reshape(shape)
+
+
+def freeze_batch_norms(layer: nn.Layer) -> int:
+    """Replace, in place, every Paddle BatchNorm below ``layer`` by its :class:`FrozenBatchNorm`
+    (the same function in evaluation mode); returns how many were replaced."""
+    count = 0
+    for name, child in list(layer.named_children()):
+        if isinstance(child, nn.layer.norm._BatchNormBase) and child._data_format in (
+                "NC", "NCL", "NCHW", "NCDHW"):
+            setattr(layer, name, FrozenBatchNorm(child))
+            count += 1
+        else:
+            count += freeze_batch_norms(child)
+    return count
+
+
 class DropPath(nn.Layer):
     """Stochastic depth: in training, zero a sample's residual branch with probability ``p``
     and scale the kept ones by 1 / (1 - p), so the expectation is unchanged."""
