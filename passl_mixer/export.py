@@ -27,17 +27,15 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 import yaml
 
 from .data.transforms import check_output_size  # importing .data registers the datasets
 from .checkpoints import load_initial_weights
 from .logs import get_logger
-from .models.layers import freeze_batch_norms
 from .errors import CheckpointError, ConfigError, DataError, PasslMixerError
 from .export_layout import INFO_FILE, PREFIX, program_file
 from .fileio import atomic_dir, read_text, require_dir, short_write_reason, write_error
-from .inference import check_program_files, stdout_discarded
+from .inference import InferenceModel, check_program_files, stdout_discarded
 from .registry import DATASETS, build_model
 from .schema import Field, Section, section, validate_section
 
@@ -57,19 +55,6 @@ class ExportSection(Section):
 DETERMINISTIC_TRANSFORMS = ("Resize", "CenterCrop", "ResizeForEval", "Normalize")
 # onnxruntime vs Paddle: max abs difference allowed, relative to the largest output (min 1)
 ONNX_PARITY_RTOL = 1e-4
-
-
-class _InferenceModel(nn.Layer):
-    """What gets traced: images -> logits (or probabilities), nothing else."""
-
-    def __init__(self, model: nn.Layer, softmax: bool):
-        super().__init__()
-        self.model = model
-        self.softmax = softmax
-
-    def forward(self, images):
-        out = self.model(images)
-        return F.softmax(out, axis=-1) if self.softmax else out
 
 
 def build_model_with_weights(cfg: Dict[str, Any], weights: Optional[str] = None) -> nn.Layer:
@@ -276,9 +261,7 @@ def export_model(cfg: Dict[str, Any], output_dir: str, weights: Optional[str] = 
     num_classes = getattr(model, "num_classes", None)
     preprocess = preprocess_config(cfg, settings, shape)
     names = class_names(cfg, settings, num_classes)
-    model.eval()
-    freeze_batch_norms(model)  # an affine map in eval mode (the oneDNN kernel crashes)
-    layer = _InferenceModel(model, settings["softmax"])
+    layer = InferenceModel(model, settings["softmax"])
     layer.eval()
     spec = paddle.static.InputSpec([None, *shape], "float32", name="images")
 

@@ -39,6 +39,7 @@ from PIL import Image
 from .data.datasets import load_rgb, to_rgb
 from .data.transforms import build_transforms
 from .logs import get_logger
+from .models.layers import freeze_batch_norms
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
 from .export_layout import INFO_FILE
 from .fileio import read_text, require_dir, require_file
@@ -177,6 +178,26 @@ def convert_for_tensorrt(model_file: str, input_name: str, input_shape: Sequence
                           f"'{model_file}' ({type(exc).__name__}: {first}); run without "
                           f"--tensorrt.") from exc
     return trt_config.save_model_dir + ".json", trt_config.save_model_dir + ".pdiparams"
+
+
+class InferenceModel(paddle.nn.Layer):
+    """What an inference program traces: images -> logits (or probabilities), nothing else.
+
+    Built from a model, it puts the model in evaluation mode and freezes its BatchNorms into
+    the affine map they are there (``models.layers.FrozenBatchNorm``): Paddle 3.3.1's oneDNN
+    ``batch_norm`` kernel crashes Paddle Inference on a linear probe's [B, C] features. Used by
+    the export and by evaluation through an inference program."""
+
+    def __init__(self, model: paddle.nn.Layer, softmax: bool = False):
+        super().__init__()
+        model.eval()
+        freeze_batch_norms(model)
+        self.model = model
+        self.softmax = softmax
+
+    def forward(self, images):
+        out = self.model(images)
+        return paddle.nn.functional.softmax(out, axis=-1) if self.softmax else out
 
 
 def paddle_config(model_file: str, params_file: str, device: str = "cpu",

@@ -28,7 +28,8 @@ from typing import Any, Dict
 
 import numpy as np
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from .child import child_env
+
 
 
 def add_args(parser) -> None:
@@ -85,8 +86,7 @@ def _child(job: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _run_child(job: Dict[str, Any]) -> Dict[str, Any]:
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
-               PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = child_env(int(os.environ.get("OMP_NUM_THREADS", "2")))
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "passl_mixer.benchmarks.convert", json.dumps(job)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

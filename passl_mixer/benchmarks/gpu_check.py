@@ -46,7 +46,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from .child import child_env
+
 
 # -- the plan, as data ---------------------------------------------------------------------------
 #: the float16 loss scale to start from. Lower than the Trainer's default (65536): a step whose
@@ -556,8 +557,7 @@ class _Runner:
         job_file = out + "_job.json"
         with open(job_file, "w", encoding="utf-8") as f:
             json.dump(job, f)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p))
+        env = child_env()
         env.setdefault("GLOG_minloglevel", "2")
         if launch is None:
             cmd = [sys.executable, "-m", "passl_mixer.benchmarks.gpu_check", job_file]

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,12 +42,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .child import TimedChild, reply_channel, serve
+
 SQUARE = 2048           # the square matmul every peak includes
 FP32_EXACT = 1e-5       # max |diff| vs Paddle fp32, relative to the largest output: 'fp32-exact'
 HEAVIEST_SHAPES = 2     # the model's heaviest Linear shapes measured as peak programs
 SOUND_MARGIN = 0.05     # a share of peak above 1 + this is not noise: the peak is unsound
 PAUSE = 0.5             # seconds between timed runs: the previous child's threads go idle
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def add_args(parser) -> None:
@@ -231,11 +231,8 @@ def engine_by_name(name: str) -> Engine:
 # -- the measurements, each in its own child process ------------------------------------------
 def _child_main(job: Dict[str, Any]) -> None:
     """Set up one measurement, warm it up, save its output on the fixed input, then time one
-    run per line read from stdin."""
-    # Replies go to a private copy of stdout; fd 1 itself goes to stderr, so the debug lines
-    # Paddle's C++ code prints there cannot mix into the replies.
-    replies = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
+    run per line read from stdin (:func:`child.serve`)."""
+    replies = reply_channel()
     x = np.random.default_rng(0).standard_normal(job["input_shape"], dtype=np.float32)
     once, output, precision = engine_by_name(job["engine"]).setup(job["files"], x,
                                                                   job["threads"])
@@ -243,44 +240,7 @@ def _child_main(job: Dict[str, Any]) -> None:
         once()
     if job.get("output"):
         np.save(job["output"], np.asarray(output(), dtype=np.float32))
-    replies.write(json.dumps({"precision": precision}) + "\n")
-    for _ in sys.stdin:
-        start = time.perf_counter()
-        once()
-        replies.write(f"{time.perf_counter() - start}\n")
-
-
-class _Child:
-    """A measurement running in its own Python process, timed one run at a time."""
-
-    def __init__(self, name: str, job: Dict[str, Any], threads: int, log_dir: str):
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-                   PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]))
-        self.name = name
-        self.log = tempfile.TemporaryFile(mode="w+", dir=log_dir)  # stderr, read on failure
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "passl_mixer.benchmarks.infer", json.dumps(job)], env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        self.precision = json.loads(self._reply())["precision"]
-
-    def _reply(self) -> str:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            self.log.seek(0)
-            raise RuntimeError(f"benchmark child '{self.name}' failed:\n{self.log.read()[-3000:]}")
-        return line
-
-    def time_once(self) -> float:
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        return float(self._reply())
-
-    def close(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        self.proc.wait()
-        self.log.close()
+    serve(replies, json.dumps({"precision": precision}), once)
 
 
 def _random_weights_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -467,11 +427,12 @@ def run(args) -> Dict[str, Any]:
                     continue
                 jobs[f"peak {engine.name} {peak_label((m, k, n))}"] = dict(
                     engine=engine.name, files=files, input_shape=[m, k], gemm=[m, k, n])
-        children: Dict[str, _Child] = {}
+        children: Dict[str, TimedChild] = {}
         try:
             for name, job in jobs.items():  # set up one at a time: setups do not overlap
                 print(f"  setting up {name}", flush=True)
-                children[name] = _Child(name, {**common, **job}, threads, tmp)
+                children[name] = TimedChild(name, "passl_mixer.benchmarks.infer",
+                                            {**common, **job}, threads, tmp)
             best = {name: float("inf") for name in children}
             # Rounds visit every measurement in turn, so background load on a shared machine
             # hits all of them alike; each keeps its best time.
@@ -492,7 +453,8 @@ def run(args) -> Dict[str, Any]:
         job = jobs[name]
         peak = "output" not in job
         flop = 2 * float(np.prod(job["gemm"])) / 1e9 if peak else gflop_per_image * bs
-        rows[name] = {"precision": children[name].precision, "seconds": seconds, "peak": peak,
+        precision = json.loads(children[name].first)["precision"]
+        rows[name] = {"precision": precision, "seconds": seconds, "peak": peak,
                       "gflops": float(flop / seconds),
                       "img_per_s": None if peak else bs / seconds}
     reference = outputs["paddle fp32"]

@@ -25,11 +25,12 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from .child import TimedChild, reply_channel, serve
 
 
 def add_args(parser):
@@ -115,49 +116,17 @@ def gemm_replay(gemms):
     return run, sum(g[3] for g in gemms)
 
 
-class ReplayProcess:
-    """:func:`gemm_replay` of ``gemms`` in a child process, timed one replay at a time."""
-
-    def __init__(self, gemms, threads: int):
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-                   PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "passl_mixer.benchmarks.train", json.dumps(gemms)], env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.flops = float(self._reply())
-
-    def _reply(self) -> str:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the GEMM replay process failed (run it again; its "
-                               "stderr is discarded)")
-        return line
-
-    def time_once(self) -> float:
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        return float(self._reply())
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
 def _replay_main(gemms) -> None:
-    """The child: build the replay, print its FLOPs, then time one replay per 'run' line."""
+    """The child: build the replay, answer its FLOPs, then time one replay per line read."""
     from ..cli import set_threads
     from ..inference import keep_freed_memory
 
+    replies = reply_channel()
     set_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     keep_freed_memory()  # as the training process does
     replay, flops = gemm_replay([(k, tuple(a), tuple(b), f) for k, a, b, f in gemms])
     replay()  # warm up
-    print(flops, flush=True)
-    for _ in sys.stdin:
-        start = time.perf_counter()
-        replay()
-        print(time.perf_counter() - start, flush=True)
+    serve(replies, str(flops), replay)
 
 
 def run(args) -> dict:
@@ -181,8 +150,9 @@ def run(args) -> dict:
     images = paddle.randn([batch, bb.in_channels, *bb.img_size])
     labels = paddle.to_tensor(np.arange(batch) % model.num_classes, dtype="int64")
     model.eval()
-    replay = ReplayProcess(model_gemms(model.backbone, images), current_threads())
-    peak_flops = replay.flops
+    replay = TimedChild("GEMM replay", "passl_mixer.benchmarks.train",
+                        model_gemms(model.backbone, images), current_threads())
+    peak_flops = float(replay.first)
     model.train()
     train_model = paddle.jit.to_static(model, full_graph=True) if args.to_static else model
 

@@ -30,9 +30,8 @@ from ..checkpoints import load_initial_weights
 from ..errors import ConfigError
 from ..export_layout import PREFIX, program_file
 from ..fileio import make_dir, write_text
-from ..inference import available_cores, paddle_config
+from ..inference import InferenceModel, available_cores, paddle_config
 from ..logs import setup_logging
-from ..models.layers import freeze_batch_norms
 from ..registry import build_model
 from ..schema import tracking, validate_section
 from . import checkpoint as ckpt
@@ -112,10 +111,9 @@ class InferenceProgram(paddle.nn.Layer):
         super().__init__()
         from paddle import inference as paddle_infer
 
-        model.eval()
         spec = paddle.static.InputSpec([None, *input_shape], "float32", name="images")
         with tempfile.TemporaryDirectory(prefix="passl_mixer_eval_") as tmp:
-            paddle.jit.save(_Logits(model), os.path.join(tmp, PREFIX), input_spec=[spec])
+            paddle.jit.save(InferenceModel(model), os.path.join(tmp, PREFIX), input_spec=[spec])
             config, _ = paddle_config(os.path.join(tmp, program_file(tmp)),
                                       os.path.join(tmp, PREFIX + ".pdiparams"),
                                       "cpu", "fp32", threads=threads or available_cores())
@@ -127,17 +125,6 @@ class InferenceProgram(paddle.nn.Layer):
         self.input.copy_from_cpu(images.numpy())  # a CPU tensor: no device transfer
         self.predictor.run()
         return paddle.to_tensor(self.output.copy_to_cpu())
-
-
-class _Logits(paddle.nn.Layer):
-    """What gets traced: images -> logits (a classifier's forward without its target)."""
-
-    def __init__(self, model: paddle.nn.Layer):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images):
-        return self.model(images)
 
 
 def choose_engine(engine: str, amp: Dict[str, Any]) -> str:
@@ -204,8 +191,6 @@ def evaluate_config(cfg: Dict, weights: Optional[str] = None, output_dir: Option
             if not isinstance(backbone, IsotropicBackbone):
                 engine = "dygraph"  # a host framework's backbone: no known input shape
             else:
-                model.eval()
-                freeze_batch_norms(model)  # see models.layers.FrozenBatchNorm
                 model = InferenceProgram(model, [backbone.in_channels, *backbone.img_size],
                                          threads)
     # nothing is created before the data, the model and the weights are found to be usable
