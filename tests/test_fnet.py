@@ -296,8 +296,10 @@ def test_macs_equal_an_independent_count():
         total[0] += s * c * layer.channel_dft.shape[1] + layer.token_dft.shape[0] * 2 * s * c
 
     for sub in m.sublayers():
-        hook = {paddle.nn.Linear: linear_hook, paddle.nn.Conv2D: conv_hook,
-                FourierMixing: fourier_hook}.get(type(sub))
+        hook = next((h for kind, h in ((paddle.nn.Linear, linear_hook),
+                                        (paddle.nn.Conv2D, conv_hook),
+                                        (FourierMixing, fourier_hook))
+                     if isinstance(sub, kind)), None)
         if hook:
             sub.register_forward_post_hook(hook)
     m(paddle.randn([1, 3, 16, 24]))

@@ -41,9 +41,10 @@ def folder_arrays(root):
     return x.astype(np.float32), np.array([label for _, label in dataset.samples])
 
 
-def train_tiny(cfg, steps=400):
+def train_tiny(cfg, steps=800):
     """The tiny Mixer trained on the digits (a few seconds): INT8 error is only meaningful on
-    a model whose logits separate classes."""
+    a model whose logits separate classes. 800 steps, not 400: at 400 the top-1 of four seeds'
+    models moved by 1-2 of the 359 val images under INT8 (the bound allows 1.8), at 800 by 0-1."""
     paddle.seed(0)
     model = pm.build_model(cfg["model"])
     x, y = folder_arrays(DIGITS_TRAIN)
