@@ -19,6 +19,7 @@ import paddle
 import paddle.nn as nn
 
 from ..errors import ConfigError
+from . import cpu_kernels
 from .init import constant_, init_mlp_linear_, normal_
 
 GELU_FORMS = ("tanh", "exact")
@@ -62,6 +63,8 @@ def token_linear(fc: nn.Linear, x):
     ``W^T x + b`` (no transposes). The bias broadcasts along C in the matmul's dtype (under AMP
     O1 the matmul runs in fp16/bf16 while the bias stays fp32, as in ``nn.Linear``)."""
     y = paddle.matmul(fc.weight, x, transpose_x=True)
+    if cpu_kernels.cpu_training(fc.training, y) and not fc.bias.stop_gradient:
+        return _TokenBiasGradAsProduct.apply(y, fc.bias)
     return y + fc.bias.astype(y.dtype).unsqueeze(-1)
 
 
@@ -84,6 +87,20 @@ class _LinearBiasGradAsProduct(paddle.autograd.PyLayer):
                 paddle.matmul(ones, rows_grad).reshape([weight.shape[-1]]))
 
 
+class _TokenBiasGradAsProduct(paddle.autograd.PyLayer):
+    """``y + b[:, None]`` on [B, S, C] whose backward sums dY over B and C for ``b`` as the
+    product ``dY @ ones[C, 1]`` (Paddle's CPU reduction over those two axes is ~8x slower)."""
+
+    @staticmethod
+    def forward(ctx, y, bias):
+        return y + bias.unsqueeze(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ones = paddle.ones([grad.shape[-1], 1], dtype=grad.dtype)
+        return grad, paddle.matmul(grad, ones).sum(axis=0).reshape([-1])
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, names and forward) whose backward is faster on a CPU.
 
@@ -97,11 +114,21 @@ class Linear(nn.Linear):
     is exactly ``nn.Linear``."""
 
     def forward(self, x):
-        if (self.training and self.bias is not None and paddle.in_dynamic_mode()
-                and x.place.is_cpu_place() and x.dtype == paddle.float32
-                and not (x.stop_gradient or self.weight.stop_gradient
-                         or self.bias.stop_gradient)):
+        if (self.bias is not None and cpu_kernels.cpu_training(self.training, x)
+                and not (self.weight.stop_gradient or self.bias.stop_gradient)):
             return _LinearBiasGradAsProduct.apply(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last axis that trains with the fused CPU kernel
+    (``cpu_kernels``) where it applies; the same parameters and names."""
+
+    def forward(self, x):
+        if (len(self._normalized_shape) == 1 and self.weight is not None
+                and self.bias is not None
+                and cpu_kernels.wanted(self.training, x, self.weight, self.bias)):
+            return cpu_kernels.layer_norm(x, self.weight, self.bias, self._epsilon)
         return super().forward(x)
 
 
@@ -131,7 +158,11 @@ class Mlp(nn.Layer):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        if cpu_kernels.wanted(self.training, x, self.fc1.weight, self.fc1.bias):
+            h = cpu_kernels.linear_gelu(x, self.fc1.weight, self.fc1.bias, self.act._approximate)
+        else:
+            h = self.act(self.fc1(x))
+        return self.drop(self.fc2(self.drop(h)))
 
     def init_weights(self, scheme: str = "default"):
         init_mlp_linear_(self.fc1, scheme)
@@ -145,8 +176,12 @@ class TokenMixingMlp(Mlp):
     [B, C, S], computed as ``W^T x`` (see the module docstring)."""
 
     def forward(self, x):  # x: [B, S, C] -> [B, S, C]
-        h = token_linear(self.fc1, x)                      # [B, D_S, C]
-        return self.drop(token_linear(self.fc2, self.drop(self.act(h))))
+        if cpu_kernels.wanted(self.training, x, self.fc1.weight, self.fc1.bias):
+            h = cpu_kernels.token_linear_gelu(x, self.fc1.weight, self.fc1.bias,
+                                              self.act._approximate)
+        else:
+            h = self.act(token_linear(self.fc1, x))        # [B, D_S, C]
+        return self.drop(token_linear(self.fc2, self.drop(h)))
 
 
 class SpatialGatingUnit(nn.Layer):
@@ -161,7 +196,7 @@ class SpatialGatingUnit(nn.Layer):
         if dim % 2:
             raise ConfigError(f"The spatial gating unit splits the channels in half; {dim} "
                               f"channels do not split.")
-        self.norm = nn.LayerNorm(dim // 2, epsilon=norm_eps)
+        self.norm = LayerNorm(dim // 2, epsilon=norm_eps)
         self.proj = TokenLinear(num_tokens, num_tokens)
 
     def forward(self, x):
@@ -189,8 +224,12 @@ class GatedMlp(nn.Layer):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
-        x = self.drop(self.act(self.fc1(x)))
-        return self.drop(self.fc2(self.gate(x)))
+        if isinstance(self.act, nn.GELU) and cpu_kernels.wanted(
+                self.training, x, self.fc1.weight, self.fc1.bias):
+            x = cpu_kernels.linear_gelu(x, self.fc1.weight, self.fc1.bias, self.act._approximate)
+        else:
+            x = self.act(self.fc1(x))
+        return self.drop(self.fc2(self.gate(self.drop(x))))
 
     def init_weights(self, scheme: str = "default"):
         init_mlp_linear_(self.fc1, scheme)

@@ -57,7 +57,7 @@ from ...registry import BACKBONES
 from ...schema import DropRate, PositiveFloat, PositiveInt
 from ..init import init_weights as init_subtree
 from ..init import is_lazy, trunc_normal_
-from ..layers import DropPath, Mlp
+from ..layers import DropPath, LayerNorm, Mlp
 from .base import IsotropicBackbone, StateDictLayout, TokenParam, require_key
 
 FOURIER_IMPLS = ("matmul", "fft")
@@ -142,9 +142,9 @@ class FNetBlock(nn.Layer):
                  fourier: Optional[FourierMixing] = None):
         super().__init__()
         self.fourier = fourier if fourier is not None else FourierMixing(num_tokens, hidden_dim)
-        self.norm1 = nn.LayerNorm(hidden_dim, epsilon=norm_eps)
+        self.norm1 = LayerNorm(hidden_dim, epsilon=norm_eps)
         self.mlp = Mlp(hidden_dim, mlp_dim, gelu=gelu, drop=drop_rate)
-        self.norm2 = nn.LayerNorm(hidden_dim, epsilon=norm_eps)
+        self.norm2 = LayerNorm(hidden_dim, epsilon=norm_eps)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x):  # x: [B, S, C]

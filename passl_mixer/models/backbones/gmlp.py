@@ -35,7 +35,7 @@ import paddle.nn as nn
 from ...errors import CheckpointError, ConfigError
 from ...registry import BACKBONES
 from ...schema import DropRate, PositiveFloat, PositiveInt
-from ..layers import DropPath, GatedMlp
+from ..layers import DropPath, GatedMlp, LayerNorm
 from .base import IsotropicBackbone, StateDictLayout, TokenParam, require_key
 
 # The paper's Table 1 (the vision models at 224x224), with timm's names gmlp_{ti16,s16,b16}_224.
@@ -57,7 +57,7 @@ class SpatialGatingBlock(nn.Layer):
                  gelu: str = "exact", norm_eps: float = 1e-6, gate_norm_eps: float = 1e-5,
                  drop_rate: float = 0.0, drop_path: float = 0.0):
         super().__init__()
-        self.norm = nn.LayerNorm(hidden_dim, epsilon=norm_eps)
+        self.norm = LayerNorm(hidden_dim, epsilon=norm_eps)
         self.mlp_channels = GatedMlp(hidden_dim, channels_mlp_dim, num_tokens, gelu=gelu,
                                      drop=drop_rate, gate_norm_eps=gate_norm_eps)
         self.drop_path = DropPath(drop_path)
@@ -128,7 +128,7 @@ class GMLP(IsotropicBackbone):
             self.num_tokens, self.hidden_dim, self.channels_mlp_dim, gelu=gelu,
             norm_eps=norm_eps, gate_norm_eps=gate_norm_eps, drop_rate=drop_rate,
             drop_path=rate), drop_path_rate)
-        self.finish_init(nn.LayerNorm(self.hidden_dim, epsilon=norm_eps), out_indices, init)
+        self.finish_init(LayerNorm(self.hidden_dim, epsilon=norm_eps), out_indices, init)
 
     @classmethod
     def block_dims_from_state_dict(cls, weights: Dict[str, np.ndarray], source: str

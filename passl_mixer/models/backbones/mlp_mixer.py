@@ -27,7 +27,7 @@ import paddle.nn as nn
 
 from ...registry import BACKBONES
 from ...schema import DropRate, PositiveFloat, PositiveInt
-from ..layers import DropPath, Mlp, TokenMixingMlp
+from ..layers import DropPath, LayerNorm, Mlp, TokenMixingMlp
 from .base import IsotropicBackbone, StateDictLayout, TokenParam, require_key
 
 # The paper's Table 1. Keys are the ``arch`` names accepted by MlpMixer.
@@ -49,9 +49,9 @@ class MixerBlock(nn.Layer):
                  channels_mlp_dim: int, gelu: str = "tanh", norm_eps: float = 1e-6,
                  drop_rate: float = 0.0, drop_path: float = 0.0):
         super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_dim, epsilon=norm_eps)
+        self.norm1 = LayerNorm(hidden_dim, epsilon=norm_eps)
         self.mlp_tokens = TokenMixingMlp(num_tokens, tokens_mlp_dim, gelu=gelu, drop=drop_rate)
-        self.norm2 = nn.LayerNorm(hidden_dim, epsilon=norm_eps)
+        self.norm2 = LayerNorm(hidden_dim, epsilon=norm_eps)
         self.mlp_channels = Mlp(hidden_dim, channels_mlp_dim, gelu=gelu, drop=drop_rate)
         self.drop_path = DropPath(drop_path)
 
@@ -117,7 +117,7 @@ class MlpMixer(IsotropicBackbone):
         self.build_blocks(lambda rate: MixerBlock(
             self.num_tokens, self.hidden_dim, self.tokens_mlp_dim, self.channels_mlp_dim,
             gelu=gelu, norm_eps=norm_eps, drop_rate=drop_rate, drop_path=rate), drop_path_rate)
-        self.finish_init(nn.LayerNorm(self.hidden_dim, epsilon=norm_eps), out_indices, init)
+        self.finish_init(LayerNorm(self.hidden_dim, epsilon=norm_eps), out_indices, init)
 
     @classmethod
     def block_dims_from_state_dict(cls, weights: Dict[str, np.ndarray], source: str
