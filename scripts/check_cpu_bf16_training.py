@@ -27,6 +27,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+PROGRAMS = ("float32", "bfloat16", "float32 dygraph")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-c", "--config", default="configs/demo/mixer_digits.yaml")
@@ -34,10 +37,15 @@ def main():
     parser.add_argument("--steps", type=int, default=6, help="steps per round and program")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--alone", choices=PROGRAMS, default=None,
+                        help="time only this program, in this process (a process that has run "
+                             "a oneDNN bfloat16 program runs the others slower afterwards)")
     args = parser.parse_args()
 
     from passl_mixer.cli import set_threads
+    from passl_mixer.inference import keep_freed_memory
     set_threads(args.threads)
+    keep_freed_memory()  # as tools/train.py does
     import paddle
     from passl_mixer.config import load_config
     from passl_mixer.engine.amp import AutocastForward
@@ -54,6 +62,8 @@ def main():
         model = build_model(cfg["model"])
         model.set_state_dict(start)
         model.train()
+        if dtype == "float32 dygraph":  # the default CPU training path (fused CPU kernels)
+            return model, model, paddle.optimizer.SGD(0.05, parameters=model.parameters())
         forward = AutocastForward(model) if dtype == "bfloat16" else model
         return model, paddle.jit.to_static(forward, full_graph=True), paddle.optimizer.SGD(
             0.05, parameters=model.parameters())
@@ -74,7 +84,7 @@ def main():
     said = "; ".join(str(w.message)[:110] for w in caught if "amp" in str(w.message).lower())
     print(f"1. dygraph auto_cast(bfloat16): logits {logits.dtype}" + (f" ({said})" if said else ""))
 
-    runs = {dtype: make(dtype) for dtype in ("float32", "bfloat16")}
+    runs = {dtype: make(dtype) for dtype in ([args.alone] if args.alone else PROGRAMS)}
     losses = {k: [] for k in runs}
     times = {k: [] for k in runs}
     for round_ in range(args.rounds):
@@ -91,6 +101,11 @@ def main():
                 if not round_:
                     losses[dtype].append(value)
 
+    median = {k: float(np.median(v)) for k, v in times.items()}
+    if args.alone:
+        print(f"3. {args.alone}: median step {median[args.alone]:.3f} s over "
+              f"{len(times[args.alone])} steps, losses {np.round(losses[args.alone], 6).tolist()}")
+        return
     program = runs["bfloat16"][1].forward.get_concrete_program(*batches[0])[1].train_program
     print("2. traced bfloat16 program (ops with a bf16 result):")
     for part in ("forward_program", "backward_program"):
@@ -100,13 +115,15 @@ def main():
             for m in [re.search(r'"((?:pd_op|onednn_op)\.\w+)"', line)] if m)
         print(f"   {part}: {dict(bf16_ops.most_common(8))}")
     for dtype in runs:
-        print(f"   {dtype:8s} losses {np.round(losses[dtype], 6).tolist()}")
+        print(f"   {dtype:15s} losses {np.round(losses[dtype], 6).tolist()}")
     diff = np.abs(np.array(losses["bfloat16"]) - np.array(losses["float32"])).max()
     print(f"   max |loss difference| {diff:.2e}")
-    median = {k: float(np.median(v)) for k, v in times.items()}
     print(f"3. step time, median of {len(times['float32'])} interleaved steps each: float32 "
-          f"{median['float32']:.3f} s, bfloat16 {median['bfloat16']:.3f} s, bfloat16/float32 "
-          f"{median['bfloat16'] / median['float32']:.2f}")
+          f"{median['float32']:.3f} s, bfloat16 {median['bfloat16']:.3f} s (both traced), "
+          f"bfloat16/float32 {median['bfloat16'] / median['float32']:.2f}; float32 dygraph "
+          f"{median['float32 dygraph']:.3f} s, bfloat16 / float32 dygraph "
+          f"{median['bfloat16'] / median['float32 dygraph']:.2f} (one process: --alone times "
+          f"each in a process of its own)")
 
 
 if __name__ == "__main__":

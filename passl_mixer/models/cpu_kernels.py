@@ -11,7 +11,9 @@ needs it (~10 s, one paragraph in the log) and cached under ``~/.cache/passl_mix
 ``$XDG_CACHE_HOME/passl_mixer``), one build per source, Paddle version and processor.
 
 Used only where it is the same computation: dygraph training on a CPU in float32 with a
-gradient wanted (the layers' ``forward`` checks :func:`wanted`). Evaluation, traced and
+gradient wanted (the layers' ``forward`` checks :func:`wanted`). There an MLP's first Linear
+and its GELU run as one product and one kernel, so forward hooks on that Linear or on the
+activation do not fire (under ``paddle.no_grad()`` or in eval mode they do). Evaluation, traced and
 exported programs, GPUs and frozen layers run Paddle's own ops, so exported models never
 contain a custom op. Where it cannot be built (no C++ compiler, a read-only cache) the layers
 fall back to Paddle's ops with one warning; ``PASSL_MIXER_CPU_KERNELS=0`` turns it off.
@@ -44,14 +46,18 @@ _failed: Optional[str] = None
 
 
 def _cpu_name() -> str:
+    """The processor's model and instruction-set flags: -march=native code built on one
+    processor may not run on another, so each gets its own build."""
+    seen = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith(("model name", "flags")):
-                    return line
+                key = line.split(":", 1)[0].strip()
+                if key in ("model name", "flags") and key not in seen:
+                    seen[key] = line
     except OSError:
         pass
-    return platform.processor()
+    return "".join(seen.values()) or platform.processor()
 
 
 def _build_dir() -> str:
@@ -127,22 +133,28 @@ def ops():
 
 @contextlib.contextmanager
 def _muted_paddle_build_log():
-    """cpp_extension logs 'using custom operator only' at INFO and prints 'Compiling user custom
-    op' on every load, built or not."""
+    """cpp_extension logs 'using custom operator only' at INFO, prints 'Compiling user custom
+    op' and runs a build process (a no-op once built) that warns 'No ccache found', on every
+    load."""
     build_log = logging.getLogger("utils.cpp_extension")
-    level = build_log.level
+    level, warnings_env = build_log.level, os.environ.get("PYTHONWARNINGS")
     build_log.setLevel(logging.WARNING)
+    os.environ["PYTHONWARNINGS"] = "ignore"  # read by the build process
     try:
         yield
     finally:
         build_log.setLevel(level)
+        if warnings_env is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = warnings_env
 
 
 def cpu_training(training: bool, x, *params) -> bool:
     """Dygraph training in float32 on a CPU with some gradient wanted: where the layers may
     take a backward of their own (the fused kernels here, the PyLayers in ``layers``)."""
-    return (training and paddle.in_dynamic_mode() and x.dtype == paddle.float32
-            and x.place.is_cpu_place()
+    return (training and paddle.in_dynamic_mode() and paddle.is_grad_enabled()
+            and x.dtype == paddle.float32 and x.place.is_cpu_place()
             and not (x.stop_gradient and all(p.stop_gradient for p in params)))
 
 
