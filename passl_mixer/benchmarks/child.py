@@ -4,7 +4,11 @@ A measurement runs in a child process so that nothing another engine or a traini
 in the process (oneDNN state, thread pools, the allocator) changes its speed. The parent starts
 the child with a JSON argument (:class:`TimedChild`); the child takes its reply channel
 (:func:`reply_channel`), sets itself up, answers one first line, then times one run per line
-it reads (:func:`serve`).
+it reads (:func:`serve`), or answers each request line (:func:`answer`, :meth:`TimedChild.ask`).
+
+A child may also be a script run by its path with a PYTHONPATH of the caller's choosing
+(``pythonpath``): the data benchmark runs one so that another checkout of passl_mixer, or
+another Pillow, is the one measured (see ``data_child.py``).
 """
 from __future__ import annotations
 
@@ -19,11 +23,12 @@ from typing import Any, Callable, Dict, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def child_env(threads: Optional[int] = None) -> Dict[str, str]:
-    """The environment of a child: this checkout first on PYTHONPATH, and ``threads`` math
-    threads when given."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p))
+def child_env(threads: Optional[int] = None, pythonpath: Optional[str] = None) -> Dict[str, str]:
+    """The environment of a child: this checkout first on PYTHONPATH (or exactly
+    ``pythonpath`` when given), and ``threads`` math threads when given."""
+    if pythonpath is None:
+        pythonpath = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=pythonpath)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     return env
@@ -31,14 +36,16 @@ def child_env(threads: Optional[int] = None) -> Dict[str, str]:
 
 class TimedChild:
     """``python -m module json(arg)`` as a child serving :func:`serve`: ``first`` is its first
-    reply; :meth:`time_once` has it run once and returns the seconds it took."""
+    reply; :meth:`time_once` has it run once and returns the seconds it took. A ``module``
+    ending in ``.py`` is a script run by its path; ``pythonpath``: see :func:`child_env`."""
 
     def __init__(self, name: str, module: str, arg: Any, threads: int,
-                 log_dir: Optional[str] = None):
+                 log_dir: Optional[str] = None, pythonpath: Optional[str] = None):
         self.name = name
         self.log = tempfile.TemporaryFile(mode="w+", dir=log_dir)  # stderr, read on failure
+        run = [module] if module.endswith(".py") else ["-m", module]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, json.dumps(arg)], env=child_env(threads),
+            [sys.executable, *run, json.dumps(arg)], env=child_env(threads, pythonpath),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.first = self._reply()
 
@@ -50,10 +57,14 @@ class TimedChild:
             raise RuntimeError(f"benchmark child '{self.name}' failed:\n{self.log.read()[-3000:]}")
         return line
 
-    def time_once(self) -> float:
-        self.proc.stdin.write("run\n")
+    def ask(self, request: str) -> str:
+        """Send one request line (to a child serving :func:`answer`); return its reply line."""
+        self.proc.stdin.write(request + "\n")
         self.proc.stdin.flush()
-        return float(self._reply())
+        return self._reply()
+
+    def time_once(self) -> float:
+        return float(self.ask("run"))
 
     def close(self) -> None:
         if self.proc.stdin:
@@ -71,11 +82,20 @@ def reply_channel():
     return replies
 
 
+def answer(replies, first_reply: str, handle: Callable[[str], str]) -> None:
+    """The child's side: answer ``first_reply`` on ``replies`` (:func:`reply_channel`), then
+    ``handle(line)`` (one line, no newline) to each line read."""
+    replies.write(first_reply + "\n")
+    for line in sys.stdin:
+        replies.write(handle(line.rstrip("\n")) + "\n")
+
+
 def serve(replies, first_reply: str, once: Callable[[], Any]) -> None:
     """The child's side: answer ``first_reply`` on ``replies`` (:func:`reply_channel`), then
     time one ``once()`` per line read."""
-    replies.write(first_reply + "\n")
-    for _ in sys.stdin:
+    def timed(_line: str) -> str:
         start = time.perf_counter()
         once()
-        replies.write(f"{time.perf_counter() - start}\n")
+        return str(time.perf_counter() - start)
+
+    answer(replies, first_reply, timed)

@@ -2,7 +2,7 @@
 
 Importing this package registers the datasets (``DATASETS``) and transforms (``TRANSFORMS``).
 """
-from .benchmark import loader_throughput, transform_throughput, write_synthetic_jpegs
+from .benchmark import loader_throughput, timed_batches, write_synthetic_jpegs
 from .datasets import IMG_EXTENSIONS, ImageFolder, ImageList, list_images, load_rgb, to_rgb
 from .loader import Loader, build_dataloader
 from .mixup import Mixup
@@ -17,6 +17,6 @@ __all__ = [
     "ImageFolder", "ImageList", "Loader", "Mixup", "Normalize", "RandAugment", "RandomErasing",
     "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "ResizeForEval", "build_dataloader",
     "build_transforms", "interpolation_mode", "list_images", "load_rgb", "loader_throughput",
-    "to_rgb", "transform_throughput", "write_synthetic_jpegs",
+    "timed_batches", "to_rgb", "write_synthetic_jpegs",
 ]
 from . import views  # noqa: F401  (registers multi-view data)

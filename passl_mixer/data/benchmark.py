@@ -1,10 +1,15 @@
-"""Measure data-loading throughput, on real images or on synthetic ImageNet-like JPEGs."""
+"""Measure data-loading throughput, on real images or on synthetic ImageNet-like JPEGs.
+
+The per-core rate (what one worker makes on a core of its own) is timed by the data benchmark
+in a process of its own (``passl_mixer/benchmarks/data_child.py``), on the samples
+:func:`timed_batches` names: the ones :func:`loader_throughput` makes with the same arguments.
+"""
 from __future__ import annotations
 
 import os
 import resource
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -41,33 +46,39 @@ def write_synthetic_jpegs(out_dir: str, n: int, size: Sequence[int] = (375, 500)
     return paths
 
 
-def transform_throughput(image_dir: str, transforms_cfg: Optional[List[Dict[str, Any]]],
-                         num_images: int, seed: int = 0, start: int = 0,
-                         device_normalize: bool = True) -> Dict[str, Any]:
-    """Images per second one core makes: ``dataset[i]`` (read, decode, the per-sample
-    transforms) in this process, no loader, for ``num_images`` samples from ``start`` on
-    (cycling). With ``device_normalize`` the dataset leaves Normalize / RandomErasing to the
-    device, as the loader has it do (see :mod:`.device`). This is the rate a worker process
-    can reach on a core of its own."""
-    cfg = dict(dataset=dict(name="ImageFolder", root=image_dir), transforms=transforms_cfg,
-               batch_size=1, device_normalize=device_normalize)
-    dataset = build_dataloader(cfg, train=True, seed=seed, world_size=1, rank=0).dataset
-    dataset.set_epoch(1)
-    dataset[start % len(dataset)]  # file cache and lazy imports, not timed
-    begin, cpu_begin = time.perf_counter(), time.process_time()
-    for i in range(num_images):
-        dataset[(start + 1 + i) % len(dataset)]
-    seconds, cpu_seconds = time.perf_counter() - begin, time.process_time() - cpu_begin
-    # img_per_cpu_s: the same rate per CPU-second used, which other processes on a shared
-    # machine do not change (they do change the wall-clock img_per_s)
-    return dict(img_per_s=num_images / seconds, img_per_cpu_s=num_images / cpu_seconds,
-                images=num_images, seconds=seconds)
+def _timing_sampler(num_samples: int, batch_size: int, num_batches: int,
+                    seed: int) -> DistributedBatchSampler:
+    """The shuffled training sampler of the timing, over epochs of no more images than it needs:
+    the timing runs whole epochs (ending workers mid-epoch would waste the batches they have in
+    flight), and a real training set has a million images."""
+    return DistributedBatchSampler(min(num_samples, (num_batches + 1) * batch_size), batch_size,
+                                   num_replicas=1, rank=0, shuffle=True, seed=seed,
+                                   drop_last=True)
+
+
+def timed_batches(num_samples: int, batch_size: int, num_batches: int, seed: int = 0,
+                  epoch: int = 0) -> List[Tuple[int, List[int]]]:
+    """``(epoch, sample indices)`` of the batches :func:`loader_throughput` makes with these
+    arguments, in order: its untimed first batch, then the ``num_batches`` timed ones. The
+    per-core rate of the data benchmark is timed on exactly these samples (``dataset[i]`` of a
+    dataset built as the loader's, ``set_epoch`` as the loader sets it)."""
+    if num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1, got {num_batches!r}.")
+    sampler = _timing_sampler(num_samples, batch_size, num_batches, seed)
+    batches: List[Tuple[int, List[int]]] = []
+    while len(batches) < num_batches + 1:
+        sampler.set_epoch(epoch)
+        batches.extend((epoch, [int(i) for i in indices]) for indices in sampler)
+        epoch += 1
+    return batches[:num_batches + 1]
 
 
 def loader_throughput(image_dir: str, transforms_cfg: Optional[List[Dict[str, Any]]],
                       batch_size: int, num_workers: int, num_batches: int,
-                      seed: int = 0, device_stage: bool = True) -> Dict[str, Any]:
-    """Time ``num_batches`` training batches from an ImageFolder at ``image_dir``.
+                      seed: int = 0, device_stage: bool = True,
+                      epoch: int = 0) -> Dict[str, Any]:
+    """Time ``num_batches`` training batches from an ImageFolder at ``image_dir``, from epoch
+    ``epoch`` on (the samples: :func:`timed_batches`).
 
     The first batch (worker start-up, file cache) is timed separately as ``first_batch_s`` and
     not counted; ``img_per_s`` is over the ``num_batches`` batches after it, cycling epochs if
@@ -82,19 +93,13 @@ def loader_throughput(image_dir: str, transforms_cfg: Optional[List[Dict[str, An
     cfg = dict(dataset=dict(name="ImageFolder", root=image_dir), transforms=transforms_cfg,
                batch_size=batch_size, num_workers=num_workers)
     loader = build_dataloader(cfg, train=True, seed=seed, world_size=1, rank=0)
-    # Epochs of no more images than the timing needs: the loop below runs whole epochs (ending
-    # workers mid-epoch would waste the batches they have in flight), and a real training set
-    # has a million images.
-    loader.batch_sampler = DistributedBatchSampler(
-        min(len(loader.dataset), (num_batches + 1) * batch_size), batch_size, num_replicas=1,
-        rank=0, shuffle=True, seed=seed, drop_last=True)
+    loader.batch_sampler = _timing_sampler(len(loader.dataset), batch_size, num_batches, seed)
     if not device_stage:
         loader.device_stages = None  # batches stay the workers' uint8 arrays, as tensors
     children_begin = _children_cpu_s()
     start = time.perf_counter()
     first_batch_s = seconds = None
     images = made = 0  # timed images; all images the loader made
-    epoch = 0
     while seconds is None:
         loader.set_epoch(epoch)
         # Whole epochs: stopping mid-epoch would end the workers with batches made in vain.
@@ -112,8 +117,8 @@ def loader_throughput(image_dir: str, transforms_cfg: Optional[List[Dict[str, An
     loader.close()  # joins the workers: their CPU time is then counted as the children's
     worker_cpu_s = _children_cpu_s() - children_begin
     # Per CPU-second of the workers, over every batch they made (start-up included): what a
-    # worker makes per core-second of its own, comparable to transform_throughput's
-    # img_per_cpu_s whatever else runs on the machine.
+    # worker makes per core-second of its own, comparable to the per-core rate per
+    # CPU-second (see the module doc) whatever else runs on the machine.
     worker_img_per_cpu_s = made / worker_cpu_s if worker_cpu_s > 0 else None
     return dict(img_per_s=images / seconds if seconds > 0 else float("inf"), images=images,
                 main_cpu_s_per_image=main_cpu_s / images, worker_img_per_cpu_s=worker_img_per_cpu_s,
