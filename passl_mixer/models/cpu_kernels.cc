@@ -24,9 +24,9 @@ void CheckFloat32Cpu(const paddle::Tensor& t, const char* name) {
   PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, name, " must be float32");
 }
 
-// `threads` comes from Python (Paddle's own math threads are set there, and this library's
-// OpenMP runtime does not see that setting); one thread per ~64k values at most: small tensors
-// are not worth waking the other cores for.
+// `threads` comes from Python: the count Paddle's math uses (a build linked to GCC's libgomp
+// would not see Paddle's setting); one thread per ~64k values at most: small tensors are not
+// worth waking the other cores for.
 int Threads(int threads, int64_t work) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, work / 65536)));
 }

@@ -36,9 +36,8 @@ logger = logging.getLogger(__name__)
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_kernels.cc")
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
-# OpenMP threads of the kernels. Paddle's own math threads are set in its OpenMP runtime, which
-# the extension's does not share; the command-line tools set both (cli.set_threads). Default:
-# what Paddle uses when nobody sets it.
+# OpenMP threads of the kernels, passed to every call: the command-line tools set it with
+# Paddle's (cli.set_threads). Default: what Paddle uses when nobody sets its threads.
 threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
 
 _ops = None
