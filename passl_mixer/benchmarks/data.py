@@ -67,6 +67,10 @@ def parse_compare(specs: List[str]) -> List[Tuple[str, Optional[str]]]:
         name, sep, path = spec.partition("=")
         if not (sep and name and path):
             raise SystemExit(f"--compare takes NAME=PYTHONPATH, got {spec!r}.")
+        missing = [p for p in path.split(os.pathsep) if p and not os.path.isdir(p)]
+        if missing:
+            raise SystemExit(f"--compare {spec}: {missing[0]!r} is not a directory; each "
+                              f"PYTHONPATH entry must be a checkout or a site directory.")
         sides.append((name, path))
     return sides or [("this checkout", None)]
 
@@ -81,7 +85,7 @@ def run(args) -> dict:
     import paddle
 
     from ..config import load_config
-    from ..data import loader_throughput, timed_batches, write_synthetic_jpegs
+    from ..data import build_dataloader, loader_throughput, timed_batches, write_synthetic_jpegs
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     cfg_path = args.config or os.path.join(root, DEFAULT_TRANSFORMS)
@@ -108,8 +112,12 @@ def run(args) -> dict:
         if image_dir is None:
             image_dir = os.path.join(tmp, "images")
             write_synthetic_jpegs(image_dir, args.num_images)
-        arg = dict(image_dir=os.path.abspath(image_dir), transforms=transforms,
-                   batch_size=args.batch_size, seed=0)
+        loader_cfg = dict(dataset=dict(name="ImageFolder", root=os.path.abspath(image_dir)),
+                          transforms=transforms, batch_size=args.batch_size)
+        # built here first: a bad folder or too few images stops with this checkout's error,
+        # not as a child's traceback
+        build_dataloader(loader_cfg, train=True, seed=0, world_size=1, rank=0)
+        arg = dict(loader_cfg=loader_cfg, seed=0)
         children = []
         try:
             for name, pythonpath in sides:

@@ -6,10 +6,10 @@ older commit, say) or another Pillow build (Pillow-SIMD installed in a directory
 It uses only what every version of the data pipeline has: ``build_dataloader``, the loader's
 dataset, ``set_epoch`` and ``dataset[i]``, the path a loader worker takes for each sample.
 
-Argument: JSON ``{"image_dir", "transforms", "batch_size", "seed"}``. First reply: JSON
-``{"num_samples", "pillow", "passl_mixer"}``. Each request: JSON ``[[epoch, [index, ...]],
-...]``, batches of sample indices (:func:`passl_mixer.data.timed_batches`), the first one made
-untimed; its reply: JSON ``{"images", "cpu_s", "wall_s"}`` over the others.
+Argument: JSON ``{"loader_cfg", "seed"}`` (``loader_cfg``: the ``data.train`` section).
+First reply: JSON ``{"num_samples", "pillow", "passl_mixer"}``. Each request: JSON
+``[[epoch, [index, ...]], ...]``, batches of sample indices
+(:func:`passl_mixer.data.timed_batches`), the first one made untimed; its reply: JSON ``{"images", "cpu_s", "wall_s"}`` over the others.
 """
 import importlib.util
 import json
@@ -55,11 +55,10 @@ def main(arg: dict) -> None:
     import passl_mixer
     from passl_mixer.data import build_dataloader
 
-    cfg = dict(dataset=dict(name="ImageFolder", root=arg["image_dir"]),
-               transforms=arg["transforms"], batch_size=arg["batch_size"])
     # The dataset as the loader builds it: with its Normalize tail left to the device where
     # the version does that (a worker's samples are then uint8).
-    dataset = build_dataloader(cfg, train=True, seed=arg["seed"], world_size=1, rank=0).dataset
+    dataset = build_dataloader(arg["loader_cfg"], train=True, seed=arg["seed"], world_size=1,
+                               rank=0).dataset
 
     def make(batches):
         for epoch, indices in batches:

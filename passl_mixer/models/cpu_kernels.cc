@@ -31,6 +31,17 @@ int Threads(int threads, int64_t work) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, work / 65536)));
 }
 
+// The per-thread partial sums of a parameter gradient added up: `partial` holds `stride`
+// floats per thread; the `n` from `offset` on go to `out`.
+void SumOverThreads(const std::vector<float>& partial, int threads, int64_t stride,
+                    int64_t offset, int64_t n, float* out) {
+  for (int64_t j = 0; j < n; ++j) {
+    float sum = 0.f;
+    for (int t = 0; t < threads; ++t) sum += partial[static_cast<size_t>(t) * stride + offset + j];
+    out[j] = sum;
+  }
+}
+
 }  // namespace
 
 // GELU(x + bias), the bias broadcast over the last axis (bias_axis -1: a channel Linear's
@@ -63,9 +74,11 @@ BiasLayout Layout(const paddle::Tensor& x, const paddle::Tensor& bias, int bias_
   CheckFloat32Cpu(x, "x");
   CheckFloat32Cpu(bias, "bias");
   const auto& shape = x.shape();
-  PD_CHECK(bias_axis == -1 || (bias_axis == -2 && shape.size() >= 2), "bias_axis must be -1 or -2");
-  BiasLayout l{x.numel() / shape.back(), shape.back(), bias_axis == -2 ? shape[shape.size() - 2] : 1,
-               bias_axis == -2};
+  PD_CHECK(bias_axis == -1 || (bias_axis == -2 && shape.size() >= 2),
+           "bias_axis must be -1 or -2");
+  const bool per_token = bias_axis == -2;
+  BiasLayout l{x.numel() / shape.back(), shape.back(), per_token ? shape[shape.size() - 2] : 1,
+               per_token};
   PD_CHECK(bias.numel() == l.size(), "bias must have ", l.size(), " values");
   return l;
 }
@@ -141,12 +154,7 @@ std::vector<paddle::Tensor> BiasGeluBackward(const paddle::Tensor& x, const padd
   (approximate ? BiasGeluGradRows<true> : BiasGeluGradRows<false>)(
       x.data<float>(), bias.data<float>(), grad_out.data<float>(), grad_x.data<float>(),
       partial.data(), l, threads);
-  float* db = grad_bias.data<float>();
-  for (int64_t j = 0; j < l.size(); ++j) {
-    float sum = 0.f;
-    for (int t = 0; t < threads; ++t) sum += partial[static_cast<size_t>(t) * l.size() + j];
-    db[j] = sum;
-  }
+  SumOverThreads(partial, threads, l.size(), 0, l.size(), grad_bias.data<float>());
   return {grad_x, grad_bias};
 }
 
@@ -236,17 +244,8 @@ std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& x, const pad
       }
     }
   }
-  float* dw = grad_scale.data<float>();
-  float* db = grad_bias.data<float>();
-  for (int64_t c = 0; c < cols; ++c) {
-    float sw = 0.f, sb = 0.f;
-    for (int t = 0; t < threads; ++t) {
-      sw += partial[static_cast<size_t>(t) * 2 * cols + c];
-      sb += partial[static_cast<size_t>(t) * 2 * cols + cols + c];
-    }
-    dw[c] = sw;
-    db[c] = sb;
-  }
+  SumOverThreads(partial, threads, 2 * cols, 0, cols, grad_scale.data<float>());
+  SumOverThreads(partial, threads, 2 * cols, cols, cols, grad_bias.data<float>());
   return {grad_x, grad_scale, grad_bias};
 }
 

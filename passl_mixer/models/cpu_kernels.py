@@ -6,8 +6,8 @@ runs on one core at ~30x the cost of its forward (14.7 ms against 0.46 ms for Mi
 [16, 196, 512] at batch 16, Intel Xeon), GELU's gradient at 2x its forward, and the bias add,
 GELU and their gradients are four separate passes over the MLP's widest activations.
 ``cpu_kernels.cc`` computes LayerNorm and bias + GELU in one or two passes over memory, rows
-split across the cores (1.2 ms for that LayerNorm gradient). It is compiled with Paddle's ``cpp_extension`` the first time a process
-needs it (~10 s, one paragraph in the log) and cached under ``~/.cache/passl_mixer`` (or
+split across the cores (1.2 ms for that LayerNorm gradient). It is compiled with Paddle's
+``cpp_extension`` the first time a process needs it (~10 s, two lines in the log) and cached under ``~/.cache/passl_mixer`` (or
 ``$XDG_CACHE_HOME/passl_mixer``), one build per source, Paddle version and processor.
 
 Used only where it is the same computation: dygraph training on a CPU in float32 with a
