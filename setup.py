@@ -20,7 +20,7 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["passl_mixer", "passl_mixer.*"]),
     # the fused CPU training kernels are compiled from source on first use
-    package_data={"passl_mixer.models": ["cpu_kernels.cc"]},
+    package_data={"passl_mixer": ["cpu_kernels.cc"]},
     python_requires=">=3.9,<3.13",
     install_requires=[
         "numpy>=1.21",

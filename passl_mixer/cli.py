@@ -95,7 +95,7 @@ def set_threads(threads: Optional[int] = None) -> Optional[int]:
     global _threads_set
     _threads_set = max(1, int(threads))
     setter(_threads_set)
-    from .models import cpu_kernels  # the fused kernels' OpenMP runtime is not Paddle's
+    from . import cpu_kernels  # the fused kernels' OpenMP runtime is not Paddle's
 
     cpu_kernels.threads = _threads_set
     return _threads_set

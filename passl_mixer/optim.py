@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import paddle
 import paddle.nn as nn
 
+from . import cpu_kernels
 from .errors import ConfigError
 from .registry import LR_SCHEDULERS, OPTIMIZERS
 from .schema import (NonNegativeFloat, NonNegativeInt, PositiveFloat, Probability,
@@ -43,6 +44,70 @@ def _clip(grad_clip: Optional[float]):
     return nn.ClipGradByGlobalNorm(float(grad_clip)) if grad_clip else None
 
 
+class AdamW(paddle.optimizer.AdamW):
+    """``paddle.optimizer.AdamW`` (same arguments, accumulators and state dict) whose dygraph
+    step on a CPU runs as one fused kernel (``cpu_kernels.adamw``) with the global-norm clip
+    folded in. Paddle's CPU step is a single-core multiply per gradient for the clip and one
+    single-core adamw kernel per parameter: 3.4% of a Mixer-S/16 step and 5% of a B/16 step
+    at batch 16 (Intel Xeon). Anywhere else (a GPU, parameter groups, master weights, AMP's
+    found_inf, another clip) it is Paddle's step. The clipped gradients are not written back
+    (Paddle's clip scales ``param.grad`` in place); nothing reads them after the step."""
+
+    def step(self):
+        fused = self._fused_cpu_step()
+        if fused is None:
+            return super().step()
+        with paddle.no_grad():
+            params, grads, lrs, decays, clip_norm = fused
+            block = paddle.static.default_main_program().global_block()
+            self._create_accumulators(block, params)
+
+            def accumulators(kind):
+                return [self._get_accumulator_master(kind, p) for p in params]
+
+            cpu_kernels.adamw(params, grads, accumulators(self._moment1_acc_str),
+                              accumulators(self._moment2_acc_str),
+                              accumulators(self._beta1_pow_acc_str),
+                              accumulators(self._beta2_pow_acc_str), lrs, decays,
+                              self._beta1, self._beta2, self._epsilon, clip_norm)
+        return None
+
+    def _fused_cpu_step(self):
+        """(params, grads, per-parameter lr and decay, clip norm) when the fused step applies."""
+        clip = self._grad_clip
+        if (not paddle.in_dynamic_mode() or self._multi_precision
+                or getattr(self, "_amsgrad", False)  # Paddle >= 3.0
+                or self._lazy_mode or self._lr_ratio is not None
+                or any(isinstance(group, dict) for group in self._param_groups)
+                or not all(isinstance(v, (int, float)) for v in (self._beta1, self._beta2,
+                                                                 self._epsilon,
+                                                                 self._weight_decay))
+                or (clip is not None and type(clip) is not nn.ClipGradByGlobalNorm)
+                or self._get_auxiliary_var("found_inf") is not None):
+            return None
+        params, grads, lrs, decays = [], [], [], []
+        lr = float(self.get_lr())
+        for p in self._param_groups:
+            if p.stop_gradient or p._grad_ivar() is None:
+                continue
+            g = p._grad_ivar()
+            if (p.dtype != paddle.float32 or g.dtype != paddle.float32 or not p.place.is_cpu_place()
+                    or getattr(p, "main_grad", None) is not None
+                    or (clip is not None and not getattr(p, "need_clip", True))):
+                return None
+            scale = (p.optimize_attr or {}).get("learning_rate", 1.0)
+            if not isinstance(scale, (int, float)):
+                return None
+            decayed = self._apply_decay_param_fun is None or self._apply_decay_param_fun(p.name)
+            params.append(p)
+            grads.append(g)
+            lrs.append(lr * scale)
+            decays.append(float(self._weight_decay) if decayed else 0.0)
+        if not params or cpu_kernels.ops() is None:  # (built on first use)
+            return None
+        return params, grads, lrs, decays, float(clip.clip_norm) if clip is not None else 0.0
+
+
 @OPTIMIZERS.register(name="AdamW")
 def build_adamw(model: nn.Layer, lr: PositiveFloat, lr_scheduler=None,
                 weight_decay: NonNegativeFloat = 0.05,
@@ -51,7 +116,7 @@ def build_adamw(model: nn.Layer, lr: PositiveFloat, lr_scheduler=None,
     """AdamW with decoupled weight decay, skipping biases, norms and ``no_weight_decay`` names."""
     decay, _ = split_decay(model, no_weight_decay)
     decay_names = {p.name for p in decay}
-    return paddle.optimizer.AdamW(
+    return AdamW(
         learning_rate=lr_scheduler if lr_scheduler is not None else lr,
         parameters=[p for p in model.parameters() if not p.stop_gradient],
         beta1=betas[0], beta2=betas[1], epsilon=eps, weight_decay=weight_decay,

@@ -1,4 +1,4 @@
-"""The fused CPU training kernels (models/cpu_kernels.cc): built here from source with the
+"""The fused CPU training kernels (passl_mixer/cpu_kernels.cc): built here from source with the
 machine's compiler, they must give Paddle's own results and gradients, be used only where they
 apply, and leave every other path (evaluation, tracing, export) exactly Paddle's ops. Their
 speed is measured by ``tools/benchmark.py --mode train``, not here."""
@@ -13,7 +13,8 @@ import pytest
 
 import passl_mixer as pm
 from conftest import TINY_BACKBONES
-from passl_mixer.models import cpu_kernels, layers
+from passl_mixer import cpu_kernels
+from passl_mixer.models import layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,18 +74,46 @@ def test_non_finite_values_propagate(ops):
     assert np.isnan(ln).all()
 
 
+@pytest.mark.parametrize("with_scale", [True, False])
+def test_residual_add_equals_paddle(ops, with_scale):
+    rng = np.random.default_rng(2)
+    x = paddle.to_tensor(rng.standard_normal((3, 5, 7)).astype("float32"))
+    y = paddle.to_tensor(rng.standard_normal((3, 5, 7)).astype("float32"))
+    up = paddle.to_tensor(rng.standard_normal((3, 5, 7)).astype("float32"))
+    scale = paddle.to_tensor([0.0, 1.25, 1.25]) if with_scale else None
+    ours = _grads(lambda x, y: layers._ResidualAdd.apply(x, y, scale), [x, y], up)
+    want = _grads(lambda x, y: x + (y * scale.reshape([3, 1, 1]) if with_scale else y),
+                  [x, y], up)
+    _close(ours, want, 1e-6)
+
+
+def test_residual_add_draws_drop_path_masks_as_paddle(ops):
+    drop = layers.DropPath(0.5)
+    drop.train()
+    x, y = paddle.randn([64, 3]), paddle.randn([64, 3])
+    y.stop_gradient = False
+    paddle.seed(3)
+    fused = drop.residual(x, y)
+    paddle.seed(3)
+    np.testing.assert_allclose(fused.numpy(), (x + drop(y)).numpy(), rtol=1e-6, atol=1e-6)
+    kept = (fused - x).abs().sum(axis=1).numpy() > 0
+    assert 0 < kept.sum() < 64  # some branches dropped, some kept
+
+
 @pytest.mark.parametrize("family", sorted(TINY_BACKBONES))
-def test_backbones_train_to_the_same_gradients(ops, family, monkeypatch):
-    """A whole training backward with the kernels against one with Paddle's ops only."""
+@pytest.mark.parametrize("drop_path_rate", [0.0, 0.5])
+def test_backbones_train_to_the_same_gradients(ops, family, drop_path_rate, monkeypatch):
+    """A whole training backward with the kernels against one with Paddle's ops only (with
+    stochastic depth: the same seed draws the same masks both ways)."""
     grads = []
     for use in (True, False):
         if not use:
             monkeypatch.setattr(cpu_kernels, "wanted", lambda *a: False)
             monkeypatch.setattr(cpu_kernels, "cpu_training", lambda *a: False)
         paddle.seed(0)
-        model = pm.build_backbone(dict(TINY_BACKBONES[family]))
+        model = pm.build_backbone(dict(TINY_BACKBONES[family], drop_path_rate=drop_path_rate))
         model.train()
-        x = paddle.randn([2, 3, 16, 16])
+        x = paddle.randn([4, 3, 16, 16])
         loss = (model(x) ** 2).mean()
         loss.backward()
         grads.append((float(loss), {n: p.grad.numpy() for n, p in model.named_parameters()}))
@@ -132,7 +161,7 @@ def test_disabled_or_unbuildable_falls_back_to_paddle(tmp_path):
     script = (
         "import paddle, passl_mixer as pm\n"
         "from conftest import TINY_BACKBONE\n"
-        "from passl_mixer.models import cpu_kernels\n"
+        "from passl_mixer import cpu_kernels\n"
         "paddle.seed(0); m = pm.build_backbone(dict(TINY_BACKBONE)); m.train()\n"
         "loss = (m(paddle.randn([2, 3, 16, 16])) ** 2).mean(); loss.backward()\n"
         "print('built', cpu_kernels._ops is not None, 'loss', float(loss))\n")
@@ -154,3 +183,19 @@ def test_disabled_or_unbuildable_falls_back_to_paddle(tmp_path):
     losses = {case: float(out.split("loss ")[-1]) for case, (out, _) in runs.items()}
     assert losses["on"] == pytest.approx(losses["off"], rel=1e-5)
     assert losses["no compiler"] == losses["off"]
+
+
+def test_patchify_equals_paddle(ops):
+    x = paddle.randn([2, 3, 8, 12])
+    up = paddle.randn([2, 6, 48])
+    want = lambda x: x.reshape([2, 3, 2, 4, 3, 4]).transpose([0, 2, 4, 1, 3, 5]).reshape(  # noqa: E731
+        [2, 6, 48])
+    _close(_grads(lambda x: cpu_kernels.patchify(x, 4), [x], up), _grads(want, [x], up), 0)
+
+
+@pytest.mark.parametrize("bias_axis", [-1, -2])
+def test_add_bias_equals_paddle(ops, bias_axis):
+    h = paddle.randn([3, 5, 7])
+    bias = paddle.randn([7 if bias_axis == -1 else 5])
+    want = h + (bias if bias_axis == -1 else bias.unsqueeze(-1))
+    np.testing.assert_array_equal(cpu_kernels.add_bias(h, bias, bias_axis).numpy(), want.numpy())

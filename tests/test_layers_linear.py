@@ -54,11 +54,11 @@ def test_own_path_only_in_dygraph_training_with_every_gradient(monkeypatch):
     ours(x)
     assert calls == ["_LinearBiasGradAsProduct"]
 
-    for case in ("eval", "input without gradient", "frozen weight"):
+    for case in ("eval", "frozen weight"):
         calls.clear()
         _, layer = _pair()
         inp = paddle.randn([4, 12])
-        inp.stop_gradient = case == "input without gradient"
+        inp.stop_gradient = False
         if case == "eval":
             layer.eval()
         if case == "frozen weight":
@@ -67,6 +67,21 @@ def test_own_path_only_in_dygraph_training_with_every_gradient(monkeypatch):
         assert calls == [], case
         np.testing.assert_allclose(y.numpy(), (inp @ layer.weight + layer.bias).numpy(),
                                    rtol=1e-6, atol=1e-6)
+
+
+def test_input_without_gradient_skips_its_product():
+    """E.g. the images at the patch stem: weight and bias gradients as nn.Linear's, no dX."""
+    reference, ours = _pair()
+    rng = np.random.default_rng(2)
+    x = paddle.to_tensor(rng.standard_normal((3, 5, 12)).astype("float32"))  # no gradient
+    up = paddle.to_tensor(rng.standard_normal((3, 5, 7)).astype("float32"))
+    for layer in (reference, ours):
+        (layer(x) * up).sum().backward()
+    assert ours(x).grad_fn.name() == "GradNodePyLayer__LinearBiasGradAsProduct"
+    assert x.grad is None
+    for got, want in ((ours.weight.grad, reference.weight.grad),
+                      (ours.bias.grad, reference.bias.grad)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_frozen_weight_still_trains_the_bias():
@@ -104,3 +119,26 @@ def test_traced_training_step_matches_dygraph(tiny_backbone_cfg):
     for name, p in model.named_parameters():
         np.testing.assert_allclose(p.grad.numpy(), eager[name], rtol=2e-4, atol=1e-6,
                                    err_msg=name)
+
+
+@pytest.mark.parametrize("size", [(32, 24), (30, 24)])  # 30: not whole patches, the conv runs
+def test_patch_stem_trains_as_its_convolution(size):
+    """In dygraph CPU training the stem runs as one product over the patches: the output and
+    the weight and bias gradients are the convolution's."""
+    from passl_mixer.models.backbones.base import PatchStem
+
+    paddle.seed(0)
+    stem = PatchStem(8, 3, 16)
+    stem.train()
+    x = paddle.randn([2, 3, *size])
+    y = stem(x)
+    up = paddle.randn(y.shape)
+    (y * up).sum().backward()
+    assert (y.grad_fn.name() == "GradNodePyLayer__LinearBiasGradAsProduct") == (size[0] % 8 == 0)
+    got = [y.numpy(), stem.proj.weight.grad.numpy(), stem.proj.bias.grad.numpy()]
+    stem.clear_gradients()
+    want_y = stem.proj(x).flatten(2).transpose([0, 2, 1])
+    (want_y * up).sum().backward()
+    want = [want_y.numpy(), stem.proj.weight.grad.numpy(), stem.proj.bias.grad.numpy()]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max())

@@ -6,7 +6,8 @@ import pytest
 
 import passl_mixer as pm
 from passl_mixer.errors import ConfigError
-from passl_mixer.optim import WarmupDecay, build_optimizer, split_decay
+from passl_mixer import cpu_kernels
+from passl_mixer.optim import AdamW, WarmupDecay, build_optimizer, split_decay
 
 
 def lrs(sched, n):
@@ -54,6 +55,60 @@ def test_adamw_decays_matrices_only(tiny_classifier_cfg):
             assert changed, f"{n} should decay"
         if p.ndim <= 1:
             assert not changed, f"{n} must not decay"
+
+
+def _adamw_run(cls, clip, steps=4):
+    paddle.seed(0)
+    model = paddle.nn.Sequential(paddle.nn.Linear(8, 300), paddle.nn.GELU(),
+                                 paddle.nn.Linear(300, 4))
+    model[0].weight.optimize_attr["learning_rate"] = 0.5  # a per-parameter learning rate
+    sched = paddle.optimizer.lr.CosineAnnealingDecay(0.01, 10)
+    decayed = {model[0].weight.name, model[2].weight.name}
+    opt = cls(learning_rate=sched, parameters=model.parameters(), weight_decay=0.1,
+              apply_decay_param_fun=lambda name: name in decayed,
+              grad_clip=paddle.nn.ClipGradByGlobalNorm(clip) if clip else None)
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((16, 8)).astype("float32"))
+    for _ in range(steps):
+        ((model(x) ** 2).mean() * 10).backward()
+        opt.step()
+        opt.clear_grad()
+        sched.step()
+    state = [np.asarray(v) for k, v in opt.state_dict().items() if k != "LR_Scheduler"]
+    return [p.numpy() for p in model.parameters()], state
+
+
+@pytest.mark.parametrize("clip", [None, 0.5, 1e3])  # no clip, clipping, a clip never reached
+def test_fused_cpu_adamw_steps_as_paddle(clip, monkeypatch):
+    """The fused CPU step (one kernel, the clip folded in) against Paddle's AdamW: the same
+    parameters and the same accumulators (moments, beta powers) in the same state dict."""
+    calls = []
+    real = cpu_kernels.adamw
+    monkeypatch.setattr(cpu_kernels, "adamw", lambda *a: calls.append(1) or real(*a))
+    params, state = _adamw_run(AdamW, clip)
+    assert calls == [1] * 4
+    want_params, want_state = _adamw_run(paddle.optimizer.AdamW, clip)
+    assert len(state) == len(want_state)
+    for got, want in zip(params + state, want_params + want_state):
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+    if clip == 0.5:  # the clip was in effect
+        unclipped, _ = _adamw_run(paddle.optimizer.AdamW, None)
+        assert max(np.abs(a - b).max() for a, b in zip(unclipped, want_params)) > 1e-4
+
+
+def test_fused_cpu_adamw_leaves_other_cases_to_paddle(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cpu_kernels, "adamw", lambda *a: calls.append(1))
+    model = paddle.nn.Linear(4, 3)
+    for opt in (AdamW(parameters=[{"params": model.parameters(), "learning_rate": 0.1}]),
+                AdamW(parameters=model.parameters(), amsgrad=True),
+                AdamW(parameters=model.parameters(),
+                      grad_clip=paddle.nn.ClipGradByNorm(1.0))):
+        model(paddle.randn([2, 4])).sum().backward()
+        before = model.weight.numpy().copy()
+        opt.step()
+        opt.clear_grad()
+        assert not np.allclose(before, model.weight.numpy())  # Paddle's step ran
+    assert calls == []
 
 
 def test_sgd_with_momentum_groups(tiny_classifier_cfg):

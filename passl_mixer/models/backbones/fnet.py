@@ -148,8 +148,8 @@ class FNetBlock(nn.Layer):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x):  # x: [B, S, C]
-        x = self.norm1(x + self.drop_path(self.fourier(x)))
-        return self.norm2(x + self.drop_path(self.mlp(x)))
+        x = self.norm1(self.drop_path.residual(x, self.fourier(x)))
+        return self.norm2(self.drop_path.residual(x, self.mlp(x)))
 
     def macs(self) -> int:
         c, d = self.mlp.fc1.weight.shape

@@ -63,7 +63,7 @@ class SpatialGatingBlock(nn.Layer):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x):  # x: [B, S, C]
-        return x + self.drop_path(self.mlp_channels(self.norm(x)))
+        return self.drop_path.residual(x, self.mlp_channels(self.norm(x)))
 
     def macs(self) -> int:
         """Per image: fc1 S*C*D + gate S*S*(D/2) + fc2 S*(D/2)*C."""

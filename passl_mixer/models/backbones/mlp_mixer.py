@@ -56,8 +56,8 @@ class MixerBlock(nn.Layer):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x):  # x: [B, S, C]
-        x = x + self.drop_path(self.mlp_tokens(self.norm1(x)))      # mixes along S
-        return x + self.drop_path(self.mlp_channels(self.norm2(x)))
+        x = self.drop_path.residual(x, self.mlp_tokens(self.norm1(x)))  # mixes along S
+        return self.drop_path.residual(x, self.mlp_channels(self.norm2(x)))
 
     def macs(self) -> int:
         s, d_s = self.mlp_tokens.fc1.weight.shape

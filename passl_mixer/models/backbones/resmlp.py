@@ -82,8 +82,8 @@ class ResBlock(nn.Layer):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x):  # x: [B, S, C]
-        x = x + self.drop_path(self.ls1(self.linear_tokens(self.norm1(x))))   # mixes along S
-        return x + self.drop_path(self.ls2(self.mlp_channels(self.norm2(x))))
+        x = self.drop_path.residual(x, self.ls1(self.linear_tokens(self.norm1(x))))  # mixes along S
+        return self.drop_path.residual(x, self.ls2(self.mlp_channels(self.norm2(x))))
 
     def init_weights(self, scheme: str = "default"):
         """``default``: the official code's rule (every Linear weight truncated normal std 0.02,

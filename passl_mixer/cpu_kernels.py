@@ -1,22 +1,25 @@
-"""Fused CPU kernels for dygraph training: a Linear's bias + GELU, and LayerNorm, with their
-gradients.
+"""Fused CPU kernels for dygraph training: a Linear's bias + GELU and LayerNorm with their
+gradients, bias adds, the residual add with stochastic depth, the patch stem's patch copy, and
+AdamW with the global-norm gradient clip.
 
 Paddle 3.3.1's CPU kernels for these are slow where training needs them: LayerNorm's gradient
 runs on one core at ~30x the cost of its forward (14.7 ms against 0.46 ms for Mixer-S/16's
-[16, 196, 512] at batch 16, Intel Xeon), GELU's gradient at 2x its forward, and the bias add,
-GELU and their gradients are four separate passes over the MLP's widest activations.
-``cpu_kernels.cc`` computes LayerNorm and bias + GELU in one or two passes over memory, rows
-split across the cores (1.2 ms for that LayerNorm gradient). It is compiled with Paddle's
-``cpp_extension`` the first time a process needs it (~10 s, two lines in the log) and cached under ``~/.cache/passl_mixer`` (or
+[16, 196, 512] at batch 16, Intel Xeon), GELU's gradient at 2x its forward, the bias add,
+GELU and their gradients are four separate passes over the MLP's widest activations, and its
+elementwise ops (add, multiply, the optimizer's per-parameter kernels) run on one core.
+``cpu_kernels.cc`` does each in one or two passes over memory, split across the cores (1.2 ms
+for that LayerNorm gradient). It is compiled with Paddle's ``cpp_extension`` the first time a
+process needs it (~10 s, two lines in the log) and cached under ``~/.cache/passl_mixer`` (or
 ``$XDG_CACHE_HOME/passl_mixer``), one build per source, Paddle version and processor.
 
 Used only where it is the same computation: dygraph training on a CPU in float32 with a
-gradient wanted (the layers' ``forward`` checks :func:`wanted`). There an MLP's first Linear
-and its GELU run as one product and one kernel, so forward hooks on that Linear or on the
-activation do not fire (under ``paddle.no_grad()`` or in eval mode they do). Evaluation, traced and
-exported programs, GPUs and frozen layers run Paddle's own ops, so exported models never
-contain a custom op. Where it cannot be built (no C++ compiler, a read-only cache) the layers
-fall back to Paddle's ops with one warning; ``PASSL_MIXER_CPU_KERNELS=0`` turns it off.
+gradient wanted (the layers' ``forward`` checks :func:`wanted`; ``optim.AdamW`` its own
+conditions). There an MLP's first Linear and its GELU run as one product and one kernel, so
+forward hooks on that Linear or on the activation do not fire (under ``paddle.no_grad()`` or in
+eval mode they do). Evaluation, traced and exported programs, GPUs and frozen layers run
+Paddle's own ops, so exported models never contain a custom op. Where it cannot be built (no
+C++ compiler, a read-only cache) the layers fall back to Paddle's ops with one warning;
+``PASSL_MIXER_CPU_KERNELS=0`` turns it off.
 """
 from __future__ import annotations
 
@@ -123,10 +126,10 @@ def ops():
             logger.info("Fused CPU training kernels built in %.0f s", time.time() - start)
     except Exception as exc:  # no compiler, no headers, a read-only cache: Paddle's ops remain
         _failed = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        logger.warning("The fused CPU training kernels (passl_mixer/models/cpu_kernels.cc) could "
-                       "not be built in %s (%s); training runs Paddle's own GELU and LayerNorm, "
-                       "which are slower on a CPU. Set PASSL_MIXER_CPU_KERNELS=0 to skip the "
-                       "attempt.", directory, _failed)
+        logger.warning("The fused CPU training kernels (passl_mixer/cpu_kernels.cc) could "
+                       "not be built in %s (%s); training runs Paddle's own ops (GELU, "
+                       "LayerNorm, adds, AdamW), which are slower on a CPU. Set "
+                       "PASSL_MIXER_CPU_KERNELS=0 to skip the attempt.", directory, _failed)
     return _ops
 
 
@@ -180,5 +183,35 @@ def token_linear_gelu(x, weight, bias, approximate: bool):
     return _ops.mixer_bias_gelu(h, bias, approximate, -2, _threads())
 
 
+def add_bias(y, bias, bias_axis: int = -1):
+    """``y + bias``, the bias along the last axis (-1) or one per token along axis -2, with the
+    kernel where it is built, else Paddle's add. No gradient: for the Linears' PyLayers,
+    which make their own."""
+    if ops() is None:
+        return y + (bias if bias_axis == -1 else bias.unsqueeze(-1))
+    return _ops.mixer_add_bias(y, bias, bias_axis, _threads())
+
+
 def layer_norm(x, weight, bias, epsilon: float):
     return _ops.mixer_layer_norm(x, weight, bias, float(epsilon), _threads())[0]
+
+
+def residual_add(x, y, scale):
+    """``x + scale[b] * y`` over [B, ...] (``scale`` [B] or None for 1; x None: the scaled y)."""
+    return _ops.mixer_residual_add(x, y, scale, _threads())
+
+
+def patchify(x, patch_size: int):
+    """x [B, C, H, W] -> [B, (H/p) (W/p), C p p]: the patches as rows, each in a [out, C, p, p]
+    kernel's (c, i, j) order."""
+    return _ops.mixer_patchify(x, int(patch_size), _threads())
+
+
+def adamw(params, grads, moment1, moment2, beta1_pow, beta2_pow, lrs, decays, beta1: float,
+          beta2: float, epsilon: float, clip_norm: float):
+    """One AdamW step over all ``params``, updating them, their moments and powers in place,
+    the gradients first clipped to the global norm ``clip_norm`` (0: not clipped); returns
+    the gradients' global norm before clipping ([1])."""
+    return _ops.mixer_adamw(params, grads, moment1, moment2, beta1_pow, beta2_pow, list(lrs),
+                            list(decays), float(beta1), float(beta2), float(epsilon),
+                            float(clip_norm), _threads())
