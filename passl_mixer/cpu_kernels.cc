@@ -51,19 +51,18 @@ void SumOverThreads(const std::vector<float>& partial, int threads, int64_t stri
 // one bias per token). The forward and the bias add are one pass; the backward makes the input
 // gradient and the bias gradient in one pass. GELU is the tanh approximation (approximate) or
 // the erf form.
-template <bool kTanh>
-inline float Gelu(float z) {
-  return kTanh ? 0.5f * z * (1.f + std::tanh(kSqrt2OverPi * (z + kCubic * z * z * z)))
-               : 0.5f * z * (1.f + std::erf(z * kSqrtHalf));
-}
 
+// GELU(z) and its slope GELU'(z), which share the costly tanh / erf.
 template <bool kTanh>
-inline float GeluSlope(float z) {
+inline float Gelu(float z, float* slope) {
   if (kTanh) {
     const float t = std::tanh(kSqrt2OverPi * (z + kCubic * z * z * z));
-    return 0.5f * (1.f + t + z * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kCubic * z * z));
+    *slope = 0.5f * (1.f + t + z * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kCubic * z * z));
+    return 0.5f * z * (1.f + t);
   }
-  return 0.5f * (1.f + std::erf(z * kSqrtHalf)) + z * kInvSqrt2Pi * std::exp(-0.5f * z * z);
+  const float e = std::erf(z * kSqrtHalf);
+  *slope = 0.5f * (1.f + e) + z * kInvSqrt2Pi * std::exp(-0.5f * z * z);
+  return 0.5f * z * (1.f + e);
 }
 
 struct BiasLayout {  // x as rows of `cols`; the bias index of (row, col)
@@ -85,25 +84,23 @@ BiasLayout Layout(const paddle::Tensor& x, const paddle::Tensor& bias, int bias_
   return l;
 }
 
-// kAct: 0 the bias alone (a Linear's output), 1 GELU tanh form, 2 GELU erf form
-template <int kAct>
-inline float Activation(float z) {
-  return kAct == 0 ? z : Gelu<kAct == 1>(z);
-}
-
-template <int kAct>
-void BiasActRows(const float* in, const float* b, float* y, const BiasLayout& l, int threads) {
+// GELU(x + bias) into y, and its slope into `slope` (the gradient's only need: the backward
+// is then one multiply per value, no tanh / erf, and x need not be kept for it).
+template <bool kTanh>
+void BiasGeluRows(const float* in, const float* b, float* y, float* slope, const BiasLayout& l,
+                  int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < l.rows; ++r) {
     const float* xr = in + r * l.cols;
     float* yr = y + r * l.cols;
+    float* sr = slope + r * l.cols;
     if (l.per_token) {
       const float br = b[r % l.tokens];
 #pragma omp simd
-      for (int64_t c = 0; c < l.cols; ++c) yr[c] = Activation<kAct>(xr[c] + br);
+      for (int64_t c = 0; c < l.cols; ++c) yr[c] = Gelu<kTanh>(xr[c] + br, sr + c);
     } else {
 #pragma omp simd
-      for (int64_t c = 0; c < l.cols; ++c) yr[c] = Activation<kAct>(xr[c] + b[c]);
+      for (int64_t c = 0; c < l.cols; ++c) yr[c] = Gelu<kTanh>(xr[c] + b[c], sr + c);
     }
   }
 }
@@ -112,10 +109,11 @@ std::vector<paddle::Tensor> BiasGeluForward(const paddle::Tensor& x, const paddl
                                             bool approximate, int bias_axis, int threads) {
   const BiasLayout l = Layout(x, bias, bias_axis);
   auto out = paddle::empty_like(x);
+  auto slope = paddle::empty_like(x);
   threads = Threads(threads, x.numel());
-  (approximate ? BiasActRows<1> : BiasActRows<2>)(x.data<float>(), bias.data<float>(),
-                                                  out.data<float>(), l, threads);
-  return {out};
+  (approximate ? BiasGeluRows<true> : BiasGeluRows<false>)(
+      x.data<float>(), bias.data<float>(), out.data<float>(), slope.data<float>(), l, threads);
+  return {out, slope};
 }
 
 // x + bias (a Linear's product and its bias; Paddle's broadcast add runs on one core). No
@@ -124,35 +122,47 @@ std::vector<paddle::Tensor> AddBias(const paddle::Tensor& x, const paddle::Tenso
                                     int bias_axis, int threads) {
   const BiasLayout l = Layout(x, bias, bias_axis);
   auto out = paddle::empty_like(x);
-  BiasActRows<0>(x.data<float>(), bias.data<float>(), out.data<float>(), l,
-                 Threads(threads, x.numel()));
+  const float* in = x.data<float>();
+  const float* b = bias.data<float>();
+  float* y = out.data<float>();
+#pragma omp parallel for num_threads(Threads(threads, x.numel())) schedule(static)
+  for (int64_t r = 0; r < l.rows; ++r) {
+    const float* xr = in + r * l.cols;
+    float* yr = y + r * l.cols;
+    if (l.per_token) {
+      const float br = b[r % l.tokens];
+#pragma omp simd
+      for (int64_t c = 0; c < l.cols; ++c) yr[c] = xr[c] + br;
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < l.cols; ++c) yr[c] = xr[c] + b[c];
+    }
+  }
   return {out};
 }
 
-template <bool kTanh>
-void BiasGeluGradRows(const float* in, const float* b, const float* g, float* dx, float* partial,
+void BiasGeluGradRows(const float* slope, const float* g, float* dx, float* partial,
                       const BiasLayout& l, int threads) {
 #pragma omp parallel num_threads(threads)
   {
     float* db = partial + static_cast<size_t>(omp_get_thread_num()) * l.size();
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < l.rows; ++r) {
-      const float* xr = in + r * l.cols;
+      const float* sr = slope + r * l.cols;
       const float* gr = g + r * l.cols;
       float* dxr = dx + r * l.cols;
       if (l.per_token) {
-        const float br = b[r % l.tokens];
         float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
         for (int64_t c = 0; c < l.cols; ++c) {
-          dxr[c] = gr[c] * GeluSlope<kTanh>(xr[c] + br);
+          dxr[c] = gr[c] * sr[c];
           sum += dxr[c];
         }
         db[r % l.tokens] += sum;
       } else {
 #pragma omp simd
         for (int64_t c = 0; c < l.cols; ++c) {
-          dxr[c] = gr[c] * GeluSlope<kTanh>(xr[c] + b[c]);
+          dxr[c] = gr[c] * sr[c];
           db[c] += dxr[c];
         }
       }
@@ -160,19 +170,19 @@ void BiasGeluGradRows(const float* in, const float* b, const float* g, float* dx
   }
 }
 
-std::vector<paddle::Tensor> BiasGeluBackward(const paddle::Tensor& x, const paddle::Tensor& bias,
-                                             const paddle::Tensor& grad_out, bool approximate,
-                                             int bias_axis, int threads) {
+std::vector<paddle::Tensor> BiasGeluBackward(const paddle::Tensor& bias,
+                                             const paddle::Tensor& slope,
+                                             const paddle::Tensor& grad_out, int bias_axis,
+                                             int threads) {
   CheckFloat32Cpu(grad_out, "grad_out");
-  const BiasLayout l = Layout(x, bias, bias_axis);
-  auto grad_x = paddle::empty_like(x);
+  const BiasLayout l = Layout(slope, bias, bias_axis);
+  auto grad_x = paddle::empty_like(slope);
   auto grad_bias = paddle::empty_like(bias);
-  threads = Threads(threads, x.numel());
+  threads = Threads(threads, slope.numel());
   // each thread sums its rows' bias gradient apart; the sums are added at the end
   std::vector<float> partial(static_cast<size_t>(threads) * l.size(), 0.f);
-  (approximate ? BiasGeluGradRows<true> : BiasGeluGradRows<false>)(
-      x.data<float>(), bias.data<float>(), grad_out.data<float>(), grad_x.data<float>(),
-      partial.data(), l, threads);
+  BiasGeluGradRows(slope.data<float>(), grad_out.data<float>(), grad_x.data<float>(),
+                   partial.data(), l, threads);
   SumOverThreads(partial, threads, l.size(), 0, l.size(), grad_bias.data<float>());
   return {grad_x, grad_bias};
 }
@@ -444,14 +454,15 @@ std::vector<paddle::Tensor> AdamW(const std::vector<paddle::Tensor>& params,
 
 PD_BUILD_OP(mixer_bias_gelu)
     .Inputs({"X", "Bias"})
-    .Outputs({"Out"})
+    .Outputs({"Out", "Slope"})
     .Attrs({"approximate: bool", "bias_axis: int", "threads: int"})
     .SetKernelFn(PD_KERNEL(BiasGeluForward));
 
+// the gradient keeps the slope, not X (the same memory, no transcendental in the backward)
 PD_BUILD_GRAD_OP(mixer_bias_gelu)
-    .Inputs({"X", "Bias", paddle::Grad("Out")})
+    .Inputs({"Bias", "Slope", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Bias")})
-    .Attrs({"approximate: bool", "bias_axis: int", "threads: int"})
+    .Attrs({"bias_axis: int", "threads: int"})
     .SetKernelFn(PD_KERNEL(BiasGeluBackward));
 
 PD_BUILD_OP(mixer_layer_norm)

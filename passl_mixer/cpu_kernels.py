@@ -173,14 +173,14 @@ def linear_gelu(x, weight, bias, approximate: bool):
     """GELU(x @ W + b) for a channel Linear (x [..., C], W [C, H]): the product on 2-D rows
     (plain GEMMs in its backward too), then bias and GELU in one kernel."""
     h = paddle.matmul(x.reshape([-1, x.shape[-1]]), weight)
-    y = _ops.mixer_bias_gelu(h, bias, approximate, -1, _threads())
+    y = _ops.mixer_bias_gelu(h, bias, approximate, -1, _threads())[0]  # [1]: the slope
     return y.reshape(list(x.shape[:-1]) + [weight.shape[-1]])
 
 
 def token_linear_gelu(x, weight, bias, approximate: bool):
     """GELU(W^T x + b) along the token axis of x [B, S_in, C] (``layers.token_linear``)."""
     h = paddle.matmul(weight, x, transpose_x=True)
-    return _ops.mixer_bias_gelu(h, bias, approximate, -2, _threads())
+    return _ops.mixer_bias_gelu(h, bias, approximate, -2, _threads())[0]
 
 
 def add_bias(y, bias, bias_axis: int = -1):
