@@ -20,7 +20,7 @@ import passl_mixer as pm
 from conftest import (ROOT, TINY_CLASSES, make_image_folder, run_tool, tiny_train_config,
                       write_yaml)
 from passl_mixer.data import build_dataloader
-from passl_mixer.data.loader import Loader, collate
+from passl_mixer.data.loader import SLOTS_PER_WORKER, Loader, _WorkerPool, collate
 from passl_mixer.data.sampler import DistributedBatchSampler
 from passl_mixer.data.transforms import SampleError, check_output_size
 from passl_mixer.checkpoints.weights import save_weights
@@ -224,9 +224,10 @@ def test_two_processes_stop_together_with_the_failing_rank_message(bad, tmp_path
 class Numbers:
     """Sample i: a (3, 4, 4) array of i + 100 * epoch; optional failures."""
 
-    def __init__(self, n=40, fail=None, kill=None, delay=0.0):
+    def __init__(self, n=40, fail=None, kill=None, delay=0.0, size=4, dtypes=(np.float32,)):
         self.samples = [(f"/data/{i:02d}.png", i % 3) for i in range(n)]
         self.fail, self.kill, self.delay, self.epoch = fail, kill, delay, 0
+        self.size, self.dtypes = size, dtypes  # sample i's dtype: dtypes[i % len(dtypes)]
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -240,12 +241,15 @@ class Numbers:
             raise ZeroDivisionError("division by zero")
         if i == self.kill:
             os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
-        return np.full((3, 4, 4), i + 100 * self.epoch, np.float32), np.int64(i % 3)
+        return (np.full((3, self.size, self.size), i + 100 * self.epoch,
+                        self.dtypes[i % len(self.dtypes)]), np.int64(i % 3))
 
 
-def loader(dataset, workers, batch_size=4):
+def loader(dataset, workers, batch_size=4, sample_nbytes=3 * 4 * 4 * 4):
+    """Batches of ``dataset`` (Numbers); workers hand them over in shared-memory slots sized
+    for ``sample_nbytes`` a sample."""
     sampler = DistributedBatchSampler(len(dataset), batch_size, shuffle=False, drop_last=False)
-    return Loader(dataset, sampler, workers, where="data.train")
+    return Loader(dataset, sampler, workers, where="data.train", sample_nbytes=sample_nbytes)
 
 
 def loader_threads():
@@ -322,6 +326,65 @@ def test_ctrl_c_ends_the_workers():
             started = started or list(data._workers)
     timer.join()
     assert data._pool is None and all_dead(started)
+
+
+def test_held_batches_never_change_while_the_workers_reuse_their_slots():
+    # 10 batches an epoch, 5 per worker: each worker's 3 shared-memory slots are reused while
+    # every batch already yielded is still held
+    data = loader(Numbers(), 2)
+    held = []
+    for epoch in range(2):
+        data.set_epoch(epoch)
+        for k, (images, labels) in enumerate(data):
+            held.append(([4 * k + i for i in range(4)], 100 * epoch, images, labels))
+            for samples, offset, x, y in held:
+                assert x.numpy()[:, 0, 0, 0].tolist() == [offset + i for i in samples]
+                assert (x.numpy() == x.numpy()[:, :1, :1, :1]).all()
+                assert y.numpy().tolist() == [i % 3 for i in samples]
+    assert len(held) == 20
+    assert data._pool.piped_arrays == 0  # every array came through a slot
+    data.close()
+
+
+def test_a_worker_never_writes_a_slot_before_it_is_released():
+    # One worker, batches of 4: more tasks submitted than it has slots, none released
+    pool = _WorkerPool(1, Numbers(), "data.train", slot_bytes=4096)
+    try:
+        assert SLOTS_PER_WORKER == 3
+        for k in range(4):
+            pool.submit(k, 0, [4 * k + i for i in range(4)])
+        held = [pool.result(k) for k in range(4)]  # views of the slots, none released
+        assert sorted(pool.slot_of) == [0, 1, 2] and pool.piped_arrays == 2  # batch 3: the pipe
+        pool.release(0)
+        pool.submit(4, 0, [16, 17, 18, 19])  # takes batch 0's slot
+        held.append(pool.result(4))
+        assert pool.slot_of[4] == 0 and pool.piped_arrays == 2
+        for k, (images, labels) in enumerate(held):
+            if k == 0:  # released: its slot now holds batch 4
+                assert images[:, 0, 0, 0].tolist() == [16, 17, 18, 19]
+                continue
+            assert images[:, 0, 0, 0].tolist() == [4 * k + i for i in range(4)]
+            assert labels.tolist() == [(4 * k + i) % 3 for i in range(4)]
+    finally:
+        pool.close(kill=False)
+
+
+def test_batches_that_do_not_fit_a_slot_take_the_pipe():
+    # (3, 32, 32) float32 samples against slots sized for (3, 4, 4): the images take the pipe,
+    # the labels the slot; samples of mixed dtypes are stacked outside the slot, then copied in
+    for dataset, sample_nbytes, piped in [(Numbers(size=32), 3 * 4 * 4 * 4, 10),
+                                          (Numbers(dtypes=(np.float32, np.float64)), 192, 0)]:
+        expected = [[x.numpy(), y.numpy()] for x, y in loader(dataset, 0)]
+        data = loader(dataset, 2, sample_nbytes=sample_nbytes)
+        data.set_epoch(0)
+        got = [[x.numpy(), y.numpy()] for x, y in data]
+        assert len(got) == len(expected) == 10
+        for a, b in zip(got, expected):
+            assert a[0].dtype == b[0].dtype
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+        assert data._pool.piped_arrays == piped
+        data.close()
 
 
 def test_collate_names_samples_of_unequal_shapes():

@@ -120,8 +120,25 @@ def test_same_batches_with_zero_and_two_workers(numbered_folder):
     assert len(a) == len(b) == 5
     for (xa, ya), (xb, yb) in zip(a, b):
         assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
+    assert parallel._pool.piped_arrays == 0  # the workers' shared-memory slots carried them
     c = collect(parallel, 5)
     assert not all(np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(a, c))
+
+
+def test_slots_are_sized_from_the_pipelines_fixed_output(numbered_folder, tiny_data):
+    def sample_nbytes(cfg, **kwargs):
+        return build_dataloader(dict(cfg, **kwargs), train=True, world_size=1,
+                                rank=0).sample_nbytes
+
+    cfg = section(numbered_folder, transforms=AUGMENT, batch_size=4)
+    assert sample_nbytes(cfg) == 3 * 8 * 8  # uint8: Normalize and erasing run on the device
+    assert sample_nbytes(cfg, device_normalize=False) == 3 * 8 * 8 * 4  # float32
+    # images of one size and no resize: the size is not known before loading, no slots
+    assert sample_nbytes(section(numbered_folder, transforms=IDENTITY, batch_size=4)) is None
+    crop = [dict(name="RandomResizedCrop", size=16), dict(name="Normalize")]
+    views = dict(name="MultiView", views=[crop, [dict(crop[0], size=8), crop[1]]],
+                 dataset=dict(name="ImageFolder", root=os.path.join(tiny_data, "train")))
+    assert sample_nbytes(dict(dataset=views, batch_size=4)) == 3 * 16 * 16 + 3 * 8 * 8
 
 
 def test_two_ranks_see_exactly_what_one_process_sees(numbered_folder):
