@@ -35,7 +35,7 @@ from .logs import get_logger
 from .errors import CheckpointError, ConfigError, DataError, PasslMixerError
 from .export_layout import INFO_FILE, PREFIX, program_file
 from .fileio import atomic_dir, read_text, require_dir, short_write_reason, write_error
-from .inference import InferenceModel, check_program_files, stdout_discarded
+from .inference import InferenceModel, check_program_files, save_program, stdout_discarded
 from .registry import DATASETS, build_model
 from .schema import Field, Section, section, validate_section
 
@@ -266,7 +266,7 @@ def export_model(cfg: Dict[str, Any], output_dir: str, weights: Optional[str] = 
     spec = paddle.static.InputSpec([None, *shape], "float32", name="images")
 
     with atomic_dir(output_dir) as tmp:
-        paddle.jit.save(layer, os.path.join(tmp, PREFIX), input_spec=[spec])
+        save_program(layer, os.path.join(tmp, PREFIX), [spec])
         _check_saved(tmp, program_file(tmp), PREFIX + ".pdiparams")
         info = {
             "model_name": model_name,

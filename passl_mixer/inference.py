@@ -39,6 +39,7 @@ from PIL import Image
 from .data.datasets import load_rgb, to_rgb
 from .data.transforms import build_transforms
 from .logs import get_logger
+from .models.backbones.base import inference_forms
 from .models.layers import freeze_batch_norms
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
 from .export_layout import INFO_FILE
@@ -198,6 +199,14 @@ class InferenceModel(paddle.nn.Layer):
     def forward(self, images):
         out = self.model(images)
         return paddle.nn.functional.softmax(out, axis=-1) if self.softmax else out
+
+
+def save_program(layer: paddle.nn.Layer, prefix: str, input_spec: Sequence[Any]) -> None:
+    """``paddle.jit.save`` of ``layer`` (an :class:`InferenceModel`), traced with its backbones
+    in their inference form (``models.backbones.base.inference_forms``: the same function in
+    ops Paddle Inference runs faster on CPU); the model is left in its usual form."""
+    with inference_forms(layer):
+        paddle.jit.save(layer, prefix, input_spec=list(input_spec))
 
 
 def paddle_config(model_file: str, params_file: str, device: str = "cpu",

@@ -97,6 +97,22 @@ def _prepared_model(onnx_path: str):
                              "may stay in float)")
         return model
     apply_moc_transformations(model, cf=True)
+    return _erf_gelus(ov, model)
+
+
+def _erf_gelus(ov, model):
+    """``model`` with every tanh-approximate Gelu computed in its erf form. GELU is the INT8
+    model's largest cost that is not a matmul: oneDNN evaluates it in fp32 in the epilogue of
+    each channel-MLP matmul and after each token-mixing one (Mixer-S/16, batch 32, Sapphire
+    Rapids: 42 of 137 ms, measured by swapping it for a ReLU), and its erf form costs 9% less of
+    the whole (137 -> 129 ms). The two forms differ by at most ~2e-4 per activation, far below
+    INT8's own error, and the check against the fp32 model measures the model as it runs."""
+    opset = ov.opset13
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "Gelu" and \
+                str(op.get_attributes().get("approximation_mode", "")).lower() == "tanh":
+            op.output(0).replace(opset.gelu(op.input_value(0), "erf").output(0))
+    model.validate_nodes_and_infer_types()
     return model
 
 

@@ -235,3 +235,32 @@ def test_token_mixing_equals_the_mlp_on_the_transposed_table(gelu):
     ref_grads = paddle.grad([(ref * ref).sum()], [x] + plain.parameters())
     for g, r in zip(grads, ref_grads):
         np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_inference_form_is_the_same_function_and_is_switched_back(tiny_backbone_cfg):
+    # The form inference programs are traced in (export, evaluation through Paddle Inference):
+    # patch stem as a matmul, token mean as a product, token-mixing output bias left out. With
+    # large token biases the bias-free form still gives the same features (the LayerNorms
+    # remove a per-token constant); with out_indices (block outputs, no norm after) the bias
+    # is kept; leaving the context restores the training form.
+    from passl_mixer.models.backbones.base import inference_forms
+
+    paddle.seed(0)
+    model = pm.build_backbone(tiny_backbone_cfg)
+    model.eval()
+    for block in model.blocks:
+        block.mlp_tokens.fc2.bias.set_value(paddle.randn(block.mlp_tokens.fc2.bias.shape) * 3)
+    x = paddle.randn([3, 3, 16, 16])
+    with paddle.no_grad():
+        want = model(x).numpy()
+        with inference_forms(model):
+            assert model.stem.as_matmul and not model.blocks[0].mlp_tokens.output_bias
+            got = model(x).numpy()
+        assert not model.stem.as_matmul and model.blocks[0].mlp_tokens.output_bias
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert np.abs(model(x).numpy() - want).max() == 0
+
+        blocks = pm.build_backbone({**tiny_backbone_cfg, "out_indices": [0]})
+        blocks.eval()
+        with inference_forms(blocks):
+            assert blocks.blocks[0].mlp_tokens.output_bias  # no norm after: the bias stays

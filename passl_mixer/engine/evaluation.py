@@ -30,7 +30,7 @@ from ..checkpoints import load_initial_weights
 from ..errors import ConfigError
 from ..export_layout import PREFIX, program_file
 from ..fileio import make_dir, write_text
-from ..inference import InferenceModel, available_cores, paddle_config
+from ..inference import InferenceModel, available_cores, paddle_config, save_program
 from ..logs import setup_logging
 from ..registry import build_model
 from ..schema import tracking, validate_section
@@ -113,7 +113,7 @@ class InferenceProgram(paddle.nn.Layer):
 
         spec = paddle.static.InputSpec([None, *input_shape], "float32", name="images")
         with tempfile.TemporaryDirectory(prefix="passl_mixer_eval_") as tmp:
-            paddle.jit.save(InferenceModel(model), os.path.join(tmp, PREFIX), input_spec=[spec])
+            save_program(InferenceModel(model), os.path.join(tmp, PREFIX), [spec])
             config, _ = paddle_config(os.path.join(tmp, program_file(tmp)),
                                       os.path.join(tmp, PREFIX + ".pdiparams"),
                                       "cpu", "fp32", threads=threads or available_cores())

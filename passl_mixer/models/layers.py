@@ -58,11 +58,14 @@ def check_widths(width: Optional[int], parts: Sequence[Tuple[str, Optional[nn.La
     return width
 
 
-def token_linear(fc: nn.Linear, x):
+def token_linear(fc: nn.Linear, x, bias: bool = True):
     """``fc`` applied along the token axis 1 of ``x`` [B, S_in, C] -> [B, S_out, C], as
     ``W^T x + b`` (no transposes). The bias broadcasts along C in the matmul's dtype (under AMP
-    O1 the matmul runs in fp16/bf16 while the bias stays fp32, as in ``nn.Linear``)."""
+    O1 the matmul runs in fp16/bf16 while the bias stays fp32, as in ``nn.Linear``);
+    ``bias=False`` leaves it out (``W^T x``)."""
     y = paddle.matmul(fc.weight, x, transpose_x=True)
+    if not bias:
+        return y
     if cpu_kernels.cpu_training(fc.training, y) and not fc.bias.stop_gradient:
         return _TokenBiasGradAsProduct.apply(y, fc.bias)
     return y + fc.bias.astype(y.dtype).unsqueeze(-1)
@@ -202,7 +205,13 @@ class TokenMixingMlp(Mlp):
     """The Mlp applied along the token axis S of [B, S, C] features (the Mixer's token mixing).
 
     The same layers, parameters and state-dict names as ``Mlp(S, D_S)`` on the transposed table
-    [B, C, S], computed as ``W^T x`` (see the module docstring)."""
+    [B, C, S], computed as ``W^T x`` (see the module docstring).
+
+    ``output_bias = False`` (set only while an inference program is traced, by
+    ``MlpMixer.set_inference_form``) leaves out ``fc2``'s bias: it adds one constant per token,
+    which a LayerNorm over channels removes, so where only such norms read the output it
+    changes nothing but costs an add (see ``MlpMixer.set_inference_form``)."""
+    output_bias = True
 
     def forward(self, x):  # x: [B, S, C] -> [B, S, C]
         if cpu_kernels.wanted(self.training, x, self.fc1.weight, self.fc1.bias):
@@ -210,7 +219,7 @@ class TokenMixingMlp(Mlp):
                                               self.act._approximate)
         else:
             h = self.act(token_linear(self.fc1, x))        # [B, D_S, C]
-        return self.drop(token_linear(self.fc2, self.drop(h)))
+        return self.drop(token_linear(self.fc2, self.drop(h), bias=self.output_bias))
 
 
 class SpatialGatingUnit(nn.Layer):

@@ -119,6 +119,22 @@ class MlpMixer(IsotropicBackbone):
             gelu=gelu, norm_eps=norm_eps, drop_rate=drop_rate, drop_path=rate), drop_path_rate)
         self.finish_init(LayerNorm(self.hidden_dim, epsilon=norm_eps), out_indices, init)
 
+    def set_inference_form(self, enable: bool) -> None:
+        """The shared inference form, and the token-mixing MLPs without their output bias
+        where that is exact: the bias adds one constant per token (the same for every
+        channel) to the residual stream, and what reads the stream — each block's two
+        LayerNorms, the next residual add, the final LayerNorm — either normalises over the
+        channels, which removes a per-token constant, or passes it on to them. Without the bias,
+        Paddle Inference folds the residual add into the token-mixing matmul (oneDNN
+        ``fused_matmul`` with a residual), one pass over the activations less per block. Not
+        where ``forward`` returns block outputs (``out_indices``), which no norm follows."""
+        super().set_inference_form(enable)
+        exact = self.out_indices is None and isinstance(self.norm, nn.LayerNorm) and all(
+            isinstance(b.norm1, nn.LayerNorm) and isinstance(b.norm2, nn.LayerNorm)
+            for b in self.blocks)
+        for block in self.blocks:
+            block.mlp_tokens.output_bias = not (enable and exact)
+
     @classmethod
     def block_dims_from_state_dict(cls, weights: Dict[str, np.ndarray], source: str
                                    ) -> Dict[str, Any]:
