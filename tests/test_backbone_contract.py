@@ -160,8 +160,8 @@ def counted_macs(backbone, x, monkeypatch):
 
     original = layers.token_linear
 
-    def counting_token_linear(fc, tokens):
-        y = original(fc, tokens)
+    def counting_token_linear(fc, tokens, **kwargs):
+        y = original(fc, tokens, **kwargs)
         total[0] += int(np.prod(y.shape)) * fc.weight.shape[0]  # [B, S_out, C] x S_in
         return y
 
