@@ -84,35 +84,40 @@ BiasLayout Layout(const paddle::Tensor& x, const paddle::Tensor& bias, int bias_
   return l;
 }
 
-// GELU(x + bias) into y, and its slope into `slope` (the gradient's only need: the backward
-// is then one multiply per value, no tanh / erf, and x need not be kept for it).
-template <bool kTanh>
-void BiasGeluRows(const float* in, const float* b, float* y, float* slope, const BiasLayout& l,
-                  int threads) {
+// f(i, x[i] + its bias) for every value of x, rows across the threads.
+template <typename F>
+void EachPlusBias(const float* in, const float* b, const BiasLayout& l, int threads, F f) {
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < l.rows; ++r) {
-    const float* xr = in + r * l.cols;
-    float* yr = y + r * l.cols;
-    float* sr = slope + r * l.cols;
+    const int64_t row = r * l.cols;
     if (l.per_token) {
       const float br = b[r % l.tokens];
 #pragma omp simd
-      for (int64_t c = 0; c < l.cols; ++c) yr[c] = Gelu<kTanh>(xr[c] + br, sr + c);
+      for (int64_t c = 0; c < l.cols; ++c) f(row + c, in[row + c] + br);
     } else {
 #pragma omp simd
-      for (int64_t c = 0; c < l.cols; ++c) yr[c] = Gelu<kTanh>(xr[c] + b[c], sr + c);
+      for (int64_t c = 0; c < l.cols; ++c) f(row + c, in[row + c] + b[c]);
     }
   }
 }
 
+// Out = GELU(x + bias), and Slope = its slope (the gradient's only need: the backward is then
+// one multiply per value, no tanh / erf, and x need not be kept for it).
 std::vector<paddle::Tensor> BiasGeluForward(const paddle::Tensor& x, const paddle::Tensor& bias,
                                             bool approximate, int bias_axis, int threads) {
   const BiasLayout l = Layout(x, bias, bias_axis);
   auto out = paddle::empty_like(x);
   auto slope = paddle::empty_like(x);
+  float* y = out.data<float>();
+  float* s = slope.data<float>();
   threads = Threads(threads, x.numel());
-  (approximate ? BiasGeluRows<true> : BiasGeluRows<false>)(
-      x.data<float>(), bias.data<float>(), out.data<float>(), slope.data<float>(), l, threads);
+  if (approximate) {
+    EachPlusBias(x.data<float>(), bias.data<float>(), l, threads,
+                 [=](int64_t i, float z) { y[i] = Gelu<true>(z, s + i); });
+  } else {
+    EachPlusBias(x.data<float>(), bias.data<float>(), l, threads,
+                 [=](int64_t i, float z) { y[i] = Gelu<false>(z, s + i); });
+  }
   return {out, slope};
 }
 
@@ -122,22 +127,9 @@ std::vector<paddle::Tensor> AddBias(const paddle::Tensor& x, const paddle::Tenso
                                     int bias_axis, int threads) {
   const BiasLayout l = Layout(x, bias, bias_axis);
   auto out = paddle::empty_like(x);
-  const float* in = x.data<float>();
-  const float* b = bias.data<float>();
   float* y = out.data<float>();
-#pragma omp parallel for num_threads(Threads(threads, x.numel())) schedule(static)
-  for (int64_t r = 0; r < l.rows; ++r) {
-    const float* xr = in + r * l.cols;
-    float* yr = y + r * l.cols;
-    if (l.per_token) {
-      const float br = b[r % l.tokens];
-#pragma omp simd
-      for (int64_t c = 0; c < l.cols; ++c) yr[c] = xr[c] + br;
-    } else {
-#pragma omp simd
-      for (int64_t c = 0; c < l.cols; ++c) yr[c] = xr[c] + b[c];
-    }
-  }
+  EachPlusBias(x.data<float>(), bias.data<float>(), l, Threads(threads, x.numel()),
+               [=](int64_t i, float z) { y[i] = z; });
   return {out};
 }
 
@@ -391,7 +383,7 @@ std::vector<paddle::Tensor> PatchifyBackward(const paddle::Tensor& x, const padd
 // clip_norm: the global-norm bound (0: no clipping). Parameters, moments and powers are
 // updated in place through their data (Paddle refuses an in-place map on leaf parameters that
 // want gradients, which the optimizer's own kernels bypass); the output is the gradients'
-// global norm before clipping.
+// global norm before clipping (0 without clipping, which needs no norm).
 std::vector<paddle::Tensor> AdamW(const std::vector<paddle::Tensor>& params,
                                   const std::vector<paddle::Tensor>& grads,
                                   const std::vector<paddle::Tensor>& moment1,
@@ -413,8 +405,8 @@ std::vector<paddle::Tensor> AdamW(const std::vector<paddle::Tensor>& params,
                  moment2[k].numel() == params[k].numel(),
              "a gradient or moment differs in size from its parameter");
   }
-  double squares = 0.0;
-  for (size_t k = 0; k < n; ++k) {
+  double squares = 0.0;  // only when clipping: nothing else reads the norm
+  for (size_t k = 0; clip_norm > 0.f && k < n; ++k) {
     const float* g = grads[k].data<float>();
     const int64_t size = grads[k].numel();
 #pragma omp parallel for num_threads(Threads(threads, size)) reduction(+ : squares) \

@@ -211,7 +211,7 @@ def adamw(params, grads, moment1, moment2, beta1_pow, beta2_pow, lrs, decays, be
           beta2: float, epsilon: float, clip_norm: float):
     """One AdamW step over all ``params``, updating them, their moments and powers in place,
     the gradients first clipped to the global norm ``clip_norm`` (0: not clipped); returns
-    the gradients' global norm before clipping ([1])."""
+    the gradients' global norm before clipping ([1]; 0 when not clipping)."""
     return _ops.mixer_adamw(params, grads, moment1, moment2, beta1_pow, beta2_pow, list(lrs),
                             list(decays), float(beta1), float(beta2), float(epsilon),
                             float(clip_norm), _threads())
