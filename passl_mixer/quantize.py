@@ -14,10 +14,13 @@ folds its constants and fuses LayerNorm/GELU with OpenVINO's own offline passes 
 NNCF leaves the token-mixing matmuls, whose weight reaches them through a Transpose, in float,
 and OpenVINO reorders every activation twice per block), calibrates activation ranges on
 ``num_images`` images sent through exactly the preprocessing in ``inference.yml`` (NNCF: INT8
-weights per output channel, INT8 activations per tensor), then compares the INT8 model with
-the fp32 one (OpenVINO, fp32 throughout) on ``check_dir`` (or the calibration images): the
-largest logit difference and the top-1 agreement go into ``inference.yml`` beside the model
-files, ``inference_int8.xml`` + ``.bin``, written before it.
+weights per output channel, INT8 activations per tensor) in two forms of the token-mixing MLPs
+(as exported, and as two linears between transposes), keeps the one that runs faster on this
+machine (``token_form='auto'``; the shapes decide: :func:`_token_mlps_as_linear`), then
+compares the INT8 model with the fp32 one (OpenVINO, fp32 throughout) on ``check_dir`` (or the
+calibration images), both run as the Predictor runs them: the largest logit difference and the
+top-1 agreement go into ``inference.yml`` beside the model files, ``inference_int8.xml`` +
+``.bin``, written before it.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import copy
 import os
 import shutil
 import tempfile
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -35,12 +39,13 @@ from .data.transforms import build_transforms
 from .errors import ConfigError, DataError, ShapeError
 from .export_layout import INFO_FILE
 from .fileio import write_error, write_text
-from .inference import (INT8_KEY, openvino_compiled, openvino_model_file, preprocess_image,
-                        read_model_dir, require_openvino)
+from .inference import (INT8_KEY, OpenVinoRunner, openvino_compiled, openvino_model_file,
+                        preprocess_image, read_model_dir, require_openvino)
 from .logs import get_logger
 
 INT8_MODEL = "inference_int8.xml"  # OpenVINO IR; its weights go to inference_int8.bin
 DEFAULT_CALIBRATION_IMAGES = 300
+CHECK_BATCH = 32  # the Predictor's default batch_size: the check runs the model as it serves
 
 
 def require_nncf():
@@ -133,12 +138,6 @@ def _save_model(ov, model, xml_path: str, bin_path: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_batches(compiled, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    request = compiled.create_infer_request()
-    return np.concatenate([np.array(request.infer({0: inputs[i:i + batch_size]})[0])
-                           for i in range(0, len(inputs), batch_size)])
-
-
 def compare(fp32: np.ndarray, int8: np.ndarray, labels: Optional[np.ndarray] = None
             ) -> Dict[str, Any]:
     """Max logit difference (absolute and relative to the largest fp32 logit), top-1
@@ -165,24 +164,153 @@ def folder_labels(files: List[str], class_names: Optional[List[str]]) -> Optiona
     return np.array([index[p] for p in parents])
 
 
-def quantize_onnx(onnx_path: str, calibration: np.ndarray):
-    """The OpenVINO model of ``onnx_path`` (folded and fused, see the module docstring) with
-    INT8 weights per output channel and INT8 activations per tensor, their ranges calibrated on
-    ``calibration`` [N, C, H, W] (preprocessed images); in memory."""
-    nncf = require_nncf()
-    model = _prepared_model(onnx_path)
+TOKEN_FORMS = ("auto", "batched", "linear")
+
+
+def _constant(output) -> Optional[np.ndarray]:
+    node = output.get_node()
+    return node.get_data() if node.get_type_name() == "Constant" else None
+
+
+def _left_matrix(matmul) -> Optional[np.ndarray]:
+    """The constant 2-D matrix A of a product ``A @ x`` (x not constant), else None."""
+    if matmul is None or matmul.get_type_name() != "MatMul" or \
+            matmul.get_attributes().get("transpose_b"):
+        return None
+    a = _constant(matmul.input_value(0))
+    if a is None or a.ndim != 2 or _constant(matmul.input_value(1)) is not None:
+        return None
+    return a.T if matmul.get_attributes().get("transpose_a") else a
+
+
+def _row_bias(node, rows: int) -> Optional[np.ndarray]:
+    """The bias [rows] of ``node`` = y + b with b a constant [..., rows, 1], else None."""
+    if node is None or node.get_type_name() != "Add":
+        return None
+    for i in (0, 1):
+        b = _constant(node.input_value(i))
+        if b is not None and b.ndim >= 2 and b.size == rows and b.shape[-2:] == (rows, 1):
+            return b.reshape(rows)
+    return None
+
+
+def _only_consumer(output):
+    targets = list(output.get_target_inputs())
+    return targets[0].get_node() if len(targets) == 1 else None
+
+
+def _token_mlps_as_linear(ov, model) -> int:
+    """Rewrite every token-mixing MLP of ``model`` (``W2^T gelu(W1^T x + b1) (+ b2)`` on x [B,
+    S, C], products with a constant on the left: how the export writes it) as the same function
+    on the transposed table, ``(gelu(x^T W1 + b1) W2 + b2)^T``: two plain linears between two
+    transposes. OpenVINO then runs each product as an INT8 fully-connected layer with bias and
+    GELU in its epilogue; in the batched form the bias (one per row) and GELU run as a separate
+    pass after the product. Which is faster depends on the model's shapes (on Sapphire Rapids
+    with AMX, batch 32: Mixer-B/16 463 vs 501 ms, Mixer-S/16 152 vs 141 ms: the two transposes
+    cost more than the pass saves at 512 channels), hence :func:`quantize_onnx`'s measured
+    choice. Returns the number of MLPs rewritten."""
+    opset = ov.opset13
+    order = opset.constant(np.array([0, 2, 1], dtype=np.int64))
+    count = 0
+    for fc1 in model.get_ordered_ops():
+        w1 = _left_matrix(fc1)                       # [D, S]
+        if w1 is None or fc1.input_value(1).get_partial_shape().rank.get_length() != 3:
+            continue
+        add1 = _only_consumer(fc1.output(0))
+        b1 = _row_bias(add1, w1.shape[0])
+        act = _only_consumer(add1.output(0)) if b1 is not None else None
+        if act is None or act.get_type_name() != "Gelu":
+            continue
+        fc2 = _only_consumer(act.output(0))
+        w2 = _left_matrix(fc2)                       # [S, D]
+        if w2 is None or w2.shape[1] != w1.shape[0]:
+            continue
+        last = fc2
+        b2 = _row_bias(_only_consumer(fc2.output(0)), w2.shape[0])
+        if b2 is not None:
+            last = _only_consumer(fc2.output(0))
+        h = opset.matmul(opset.transpose(fc1.input_value(1), order),
+                         opset.constant(np.ascontiguousarray(w1.T)), False, False)
+        h = opset.gelu(opset.add(h, opset.constant(b1)),
+                       str(act.get_attributes()["approximation_mode"]).lower())
+        y = opset.matmul(h, opset.constant(np.ascontiguousarray(w2.T)), False, False)
+        if b2 is not None:
+            y = opset.add(y, opset.constant(b2))
+        last.output(0).replace(opset.transpose(y, order).output(0))
+        count += 1
+    model.validate_nodes_and_infer_types()
+    return count
+
+
+def _calibrated(nncf, model, calibration: np.ndarray):
     # one image per item: NNCF's statistics are per tensor, the batch dimension stays dynamic
     dataset = nncf.Dataset([x[None] for x in calibration])
     return nncf.quantize(model, dataset, subset_size=len(calibration))
 
 
+def _ms_per_batch(models: Dict[str, Any], batch: np.ndarray, threads: Optional[int],
+                  rounds: int = 5) -> Dict[str, float]:
+    """Best time of each INT8 model on ``batch``, compiled as the Predictor compiles it for a
+    full batch, rounds interleaved so that load from other work falls on all alike."""
+    requests = {}
+    for name, model in models.items():
+        compiled, _ = openvino_compiled(model, "int8", threads, batch=len(batch))
+        requests[name] = compiled.create_infer_request()
+        requests[name].infer({0: batch})  # warm-up: the first run allocates
+    best = {name: float("inf") for name in requests}
+    for _ in range(rounds):
+        for name, request in requests.items():
+            start = time.perf_counter()
+            request.infer({0: batch})
+            best[name] = min(best[name], (time.perf_counter() - start) * 1e3)
+    return best
+
+
+def quantize_onnx(onnx_path: str, calibration: np.ndarray, token_form: str = "auto",
+                  threads: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
+    """The OpenVINO model of ``onnx_path`` (folded and fused, see the module docstring) with
+    INT8 weights per output channel and INT8 activations per tensor, their ranges calibrated on
+    ``calibration`` [N, C, H, W] (preprocessed images); in memory. ``token_form`` is how
+    token-mixing MLPs run (:func:`_token_mlps_as_linear`): 'batched' as exported, 'linear'
+    rewritten, 'auto' both calibrated and timed on a batch of the calibration images on this
+    machine, the faster kept. Returns the model and what was chosen (form, and the timings
+    when measured)."""
+    if token_form not in TOKEN_FORMS:
+        raise ConfigError(f"Unknown token_form '{token_form}'; accepted: "
+                          f"{', '.join(TOKEN_FORMS)}.")
+    ov = require_openvino()
+    nncf = require_nncf()
+    forms = {}
+    if token_form in ("auto", "batched"):
+        forms["batched"] = _prepared_model(onnx_path)
+    if token_form in ("auto", "linear"):
+        model = _prepared_model(onnx_path)
+        if _token_mlps_as_linear(ov, model) or token_form == "linear":
+            forms["linear"] = model  # (a model without token-mixing MLPs stays as it is)
+    quantized = {name: _calibrated(nncf, model, calibration) for name, model in forms.items()}
+    if len(quantized) == 1:
+        (name, model), = quantized.items()
+        return model, {"token_mixing": name}
+    times = _ms_per_batch(quantized, calibration[:32], threads)
+    name = min(times, key=times.get)
+    get_logger().info("token-mixing MLPs as %s (INT8, batch %d: batched %.1f ms, linear %.1f "
+                      "ms)", name, min(len(calibration), 32), times["batched"], times["linear"])
+    return quantized[name], {"token_mixing": name,
+                             "ms_per_batch": {k: round(v, 2) for k, v in times.items()},
+                             "timed_batch": int(min(len(calibration), 32))}
+
+
 def quantize_export(model_dir: str, calib_dir: str,
                     num_images: int = DEFAULT_CALIBRATION_IMAGES,
                     check_dir: Optional[str] = None, check_images: int = 1000,
-                    threads: Optional[int] = None) -> Dict[str, Any]:
+                    threads: Optional[int] = None, token_form: str = "auto") -> Dict[str, Any]:
     """Calibrate an INT8 model of the export in ``model_dir`` on ``num_images`` images of
     ``calib_dir``, write it beside the export and record it (and its check against fp32 on
-    ``check_dir``, or on the calibration images) in inference.yml; return that record."""
+    ``check_dir``, or on the calibration images) in inference.yml; return that record.
+    ``token_form``: see :func:`quantize_onnx`."""
+    if token_form not in TOKEN_FORMS:
+        raise ConfigError(f"Unknown token-mixing form '{token_form}'; accepted: "
+                          f"{', '.join(TOKEN_FORMS)}.")
     info = read_model_dir(model_dir)
     ov = require_openvino()
     nncf = require_nncf()
@@ -195,19 +323,20 @@ def quantize_export(model_dir: str, calib_dir: str,
         check_files, check = load_inputs(pick_images(check_dir, check_images, "--check-dir"),
                                          info, "--check-dir")
 
-    quantized = quantize_onnx(onnx_path, calib)
+    quantized, form = quantize_onnx(onnx_path, calib, token_form, threads)
     xml_path = os.path.join(model_dir, INT8_MODEL)
     bin_path = xml_path[:-len(".xml")] + ".bin"
     _save_model(ov, quantized, xml_path, bin_path)
 
-    fp32_model, _ = openvino_compiled(onnx_path, "fp32", threads)
-    int8_model, _ = openvino_compiled(xml_path, "int8", threads)
+    fp32_model = OpenVinoRunner(onnx_path, "fp32", threads, CHECK_BATCH)
+    int8_model = OpenVinoRunner(xml_path, "int8", threads, CHECK_BATCH)
     labels = folder_labels(check_files, info.get("class_names"))
-    report = compare(run_batches(fp32_model, check), run_batches(int8_model, check), labels)
+    report = compare(fp32_model.run(check), int8_model.run(check), labels)
     record = {"engine": "openvino", "model_file": INT8_MODEL,
               "weights_file": os.path.basename(bin_path),
               "openvino_version": ov.__version__, "nncf_version": nncf.__version__,
               "calibration": {"dir": os.path.abspath(calib_dir), "images": int(len(calib))},
+              **form,
               "check": {"dir": os.path.abspath(check_dir or calib_dir), **report}}
     new_info = copy.deepcopy(info)
     new_info[INT8_KEY] = record

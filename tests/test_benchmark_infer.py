@@ -78,6 +78,19 @@ def test_peak_shapes_are_the_models_heaviest_linears(tiny_classifier_cfg):
     # the channel MLP's fc1 and fc2 over 8 images x 16 tokens, both 128x32x64 MACs
     assert sorted(shapes) == [(128, 32, 64), (128, 64, 32)]
     assert infer.heaviest_linear_shapes(model, batch_size=8, count=3)[2] == (8, 32, 10)  # head
+    # fc1 and fc2 are one peak chain (it alternates 32 -> 64 and 64 -> 32); the square its own
+    assert infer.peak_chains(shapes + [(2048, 2048, 2048)]) == [shapes[0], (2048, 2048, 2048)]
+
+
+def test_peak_program_is_a_chain_of_linears(tmp_path):
+    import paddle
+    files = infer._export_peak_program(str(tmp_path), 8, 16, onnx=False, bias=True)
+    layer = paddle.jit.load(files["model_file"].rsplit(".", 1)[0])
+    weights = sorted(tuple(p.shape) for p in layer.parameters() if len(p.shape) == 2)
+    assert weights == sorted([(8, 16), (16, 8)] * (infer.PEAK_DEPTH // 2))
+    assert len([p for p in layer.parameters() if len(p.shape) == 1]) == infer.PEAK_DEPTH
+    assert infer.peak_label((6272, 768, 3072), bias=True) == \
+        f"{infer.PEAK_DEPTH} linears 768<->3072 on 6272 rows + bias"
 
 
 def _args(**kw):

@@ -105,7 +105,8 @@ def test_int8_predictor_runs_int8_kernels_and_matches_the_recorded_check(quantiz
     int8_consts = [op for op in ir.get_ops() if op.get_type_name() == "Constant"
                    and op.get_element_type() == ov.Type.i8]
     assert len(int8_consts) >= 2 * TINY_BACKBONE["num_blocks"] * 2
-    runtime = predictor._request.get_compiled_model().get_runtime_model()
+    runtime = predictor._openvino.requests[predictor.batch_size].get_compiled_model()\
+        .get_runtime_model()
     kernels = [(op.get_rt_info()["layerType"].astype(str),
                 op.get_rt_info()["primitiveType"].astype(str)) for op in runtime.get_ops()]
     products = [kernel for layer, kernel in kernels if layer in ("FullyConnected", "MatMul")]
@@ -113,6 +114,62 @@ def test_int8_predictor_runs_int8_kernels_and_matches_the_recorded_check(quantiz
     # left in float is what happens without constant folding before calibration)
     assert len(products) == 4 * TINY_BACKBONE["num_blocks"] + 1
     assert all(kernel.lower().endswith("_i8") for kernel in products), kernels
+
+
+def test_token_mixing_as_linears_computes_the_same_function(quantized):
+    """The rewrite of the token-mixing MLPs into two linears between transposes changes how
+    OpenVINO runs them, not what they compute: fp32 outputs equal, every token product gone
+    from the 'batched' form (a constant on its left)."""
+    import openvino as ov
+    from passl_mixer.quantize import _left_matrix, _prepared_model, _token_mlps_as_linear
+    model_dir, record = quantized
+    assert record["token_mixing"] in ("batched", "linear")
+    assert set(record["ms_per_batch"]) == {"batched", "linear"}  # 'auto' timed both
+    onnx_path = os.path.join(model_dir, "inference.onnx")
+    x, _ = folder_arrays(DIGITS_VAL)
+    outputs = []
+    for rewrite in (False, True):
+        model = _prepared_model(onnx_path)
+        if rewrite:
+            assert _token_mlps_as_linear(ov, model) == TINY_BACKBONE["num_blocks"]
+            assert not [op for op in model.get_ordered_ops() if _left_matrix(op) is not None]
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        outputs.append(np.array(compiled.create_infer_request().infer({0: x[:64]})[0]))
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1e-5 * np.abs(outputs[0]).max()
+
+
+@pytest.mark.parametrize("form", ["batched", "linear"])
+def test_each_token_mixing_form_runs_every_product_in_int8(quantized, form):
+    from passl_mixer.inference import openvino_compiled
+    from passl_mixer.quantize import quantize_onnx
+    model_dir, _ = quantized
+    x, _ = folder_arrays(DIGITS_TRAIN)
+    model, chosen = quantize_onnx(os.path.join(model_dir, "inference.onnx"), x[:64], form)
+    assert chosen == {"token_mixing": form}
+    compiled, _ = openvino_compiled(model, "int8", batch=32)
+    kernels = [(op.get_rt_info()["layerType"].astype(str),
+                op.get_rt_info()["primitiveType"].astype(str))
+               for op in compiled.get_runtime_model().get_ops()]
+    products = [kernel for layer, kernel in kernels if layer in ("FullyConnected", "MatMul")]
+    assert len(products) == 4 * TINY_BACKBONE["num_blocks"] + 1
+    assert all(kernel.lower().endswith("_i8") for kernel in products), kernels
+    if form == "linear":  # every product a fully-connected layer, its bias and GELU fused
+        assert {layer for layer, _ in kernels if layer in ("FullyConnected", "MatMul")} == \
+            {"FullyConnected"}, kernels
+
+
+def test_predictor_runs_a_short_last_chunk(quantized):
+    """A full chunk runs the model compiled for the batch size, a shorter one the dynamic
+    model: both give each image its output, and in fp32 the same outputs."""
+    model_dir, _ = quantized
+    x, _ = folder_arrays(DIGITS_VAL)
+    predictor = Predictor(model_dir, engine="openvino", batch_size=16)
+    out = predictor.run(x[:21])
+    assert out.shape == (21, 10) and set(predictor._openvino.requests) == {16, None}
+    reference = Predictor(model_dir).run(x[:21])
+    assert np.abs(out - reference).max() <= 1e-4 * np.abs(reference).max()
+    int8 = Predictor(model_dir, precision="int8", batch_size=16)
+    assert int8.run(x[:21]).shape == (21, 10)
 
 
 def test_predict_tool_int8(quantized):
@@ -140,6 +197,8 @@ def test_errors(quantized, tmp_path, monkeypatch):
         quantize_export(model_dir, str(tmp_path / "empty"))
     with pytest.raises(ConfigError, match=">= 1"):
         quantize_export(model_dir, DIGITS_TRAIN, num_images=0)
+    with pytest.raises(ConfigError, match="'fast'; accepted: auto, batched, linear"):
+        quantize_export(model_dir, DIGITS_TRAIN, token_form="fast")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="none of the 1 image"):

@@ -37,16 +37,21 @@ def main(argv=None):
                         help="at most this many check images")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: the cores available)")
+    parser.add_argument("--token-mixing", choices=("auto", "batched", "linear"), default="auto",
+                        help="how the token-mixing MLPs run in INT8: as exported ('batched'), as "
+                             "two linears between transposes ('linear'), or 'auto': both "
+                             "calibrated and timed here, the faster kept (README, INT8)")
     args = parser.parse_args(argv)
 
     from passl_mixer.quantize import quantize_export
 
     record = quantize_export(args.model_dir, args.calib_dir, num_images=args.num_images,
                              check_dir=args.check_dir, check_images=args.check_images,
-                             threads=args.threads)
+                             threads=args.threads, token_form=args.token_mixing)
     check = record["check"]
     print(f"INT8 model written to {os.path.join(args.model_dir, record['model_file'])} "
-          f"(calibrated on {record['calibration']['images']} images)")
+          f"(calibrated on {record['calibration']['images']} images; token-mixing MLPs "
+          f"{record['token_mixing']})")
     line = (f"vs fp32 on {check['images']} images of {check['dir']}: max logit diff "
             f"{check['max_abs_logit_diff']:.4g} ({100 * check['max_logit_diff_rel']:.2f}% of the "
             f"largest logit), top-1 agreement {100 * check['top1_agreement']:.2f}%")

@@ -66,6 +66,10 @@ class TimedChild:
     def time_once(self) -> float:
         return float(self.ask("run"))
 
+    def time_best(self, runs: int) -> float:
+        """Have the child run ``runs`` times back to back; the best time."""
+        return float(self.ask(f"run {runs}"))
+
     def close(self) -> None:
         if self.proc.stdin:
             self.proc.stdin.close()
@@ -92,10 +96,14 @@ def answer(replies, first_reply: str, handle: Callable[[str], str]) -> None:
 
 def serve(replies, first_reply: str, once: Callable[[], Any]) -> None:
     """The child's side: answer ``first_reply`` on ``replies`` (:func:`reply_channel`), then
-    time one ``once()`` per line read."""
-    def timed(_line: str) -> str:
-        start = time.perf_counter()
-        once()
-        return str(time.perf_counter() - start)
+    per line read ('run' or 'run N') time ``once()`` N times (default 1) and reply the best."""
+    def timed(line: str) -> str:
+        words = line.split()
+        best = float("inf")
+        for _ in range(int(words[1]) if len(words) > 1 else 1):
+            start = time.perf_counter()
+            once()
+            best = min(best, time.perf_counter() - start)
+        return str(best)
 
     answer(replies, first_reply, timed)

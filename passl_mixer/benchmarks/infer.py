@@ -15,18 +15,20 @@ Every engine runs in its own process (a process that has run a oneDNN predictor 
 dygraph ~1.8x slower, so measurements must not share one).
 
 The peak of a precision is the fastest plain matrix multiply measured in the same rounds: a
-Linear program, bias-free and with a bias (engines run the two with different GEMM kernels), of
-each of the model's two heaviest Linear shapes ([B*S, K] x [K, N], found by running the model
-once on one image) and of a 2048x2048 square, run by Paddle Inference in that precision, plus
-the heaviest shape run by every other engine of that precision. A model's matmuls are the same shapes, and the rest of its work (norms, adds,
-activations, layout reorders) only adds time, so a model can at most reach the peak: a share
-above 100% by more than noise (:data:`SOUND_MARGIN`) means the peak was measured badly, and the
-table says so.
+program of :data:`PEAK_DEPTH` Linears alternating K -> N and N -> K, bias-free and with a bias
+(engines run the two with different GEMM kernels), for the model's two heaviest Linear shapes
+([B*S, K] x [K, N], found by running the model once on one image; a channel MLP's fc1 and fc2
+make one such chain) and for a 2048x2048 square, run by Paddle Inference in that precision,
+plus the heaviest chain run by every other engine of that precision. A model's matmuls are the
+same shapes, and the rest of its work (norms, adds, activations, layout reorders) only adds
+time, so a model can at most reach the peak: a share above 100% by more than noise
+(:data:`SOUND_MARGIN`) means the peak was measured badly, and the table says so.
 
 Achieved GFLOP/s count 2 FLOPs per multiply-accumulate of the backbone (``backbone.macs()``) and
-the head. Each process sets up and warms up its measurement; then ``--iters`` rounds time one
-run of each in turn, and each keeps its best time: on a shared machine, load from other work
-falls on all measurements alike and the best time is the least disturbed one. Each engine's
+the head. Each process sets up and warms up its measurement; then ``--iters`` rounds visit
+each in turn, time :data:`RUNS_PER_VISIT` runs back to back, and each keeps its best time: on
+a shared machine, load from other work falls on all measurements alike and the best time is
+the least disturbed one. Each engine's
 outputs on one fixed batch are compared with Paddle fp32's (``max |diff|``, relative to the
 largest output magnitude), so "fp32-exact" is measured, not assumed.
 """
@@ -47,8 +49,12 @@ from .child import TimedChild, reply_channel, serve
 SQUARE = 2048           # the square matmul every peak includes
 FP32_EXACT = 1e-5       # max |diff| vs Paddle fp32, relative to the largest output: 'fp32-exact'
 HEAVIEST_SHAPES = 2     # the model's heaviest Linear shapes measured as peak programs
+PEAK_DEPTH = 8          # Linears per peak program (see _export_peak_program)
 SOUND_MARGIN = 0.05     # a share of peak above 1 + this is not noise: the peak is unsound
 PAUSE = 0.5             # seconds between timed runs: the previous child's threads go idle
+RUNS_PER_VISIT = 2      # back-to-back runs per visit, the best kept: the first after the pause
+                        # is slower (Sapphire Rapids, S/16 batch 32, after 0.5 s idle: OpenVINO
+                        # INT8 163 vs 145 ms, Paddle bf16 248 vs 230 ms)
 
 
 def add_args(parser) -> None:
@@ -76,6 +82,7 @@ class Engine:
     precision really running."""
     name = ""
     precision = "fp32"
+    note = ""           # what setup chose, printed under the table
     program = "paddle"  # which file it runs: 'paddle' (json/pdiparams), 'onnx', 'dygraph'
 
     def unavailable(self) -> Optional[str]:
@@ -172,7 +179,11 @@ class OpenVinoEngine(Engine):
             from ..quantize import quantize_onnx
 
             # calibrated on the benchmark's own batch: the kernels, not the ranges, set the speed
-            model = quantize_onnx(files["onnx"], x)
+            model, chosen = quantize_onnx(files["onnx"], x, threads=threads)
+            times = chosen.get("ms_per_batch", {})
+            self.note = f"token-mixing MLPs {chosen['token_mixing']}" + (
+                " (timed: " + ", ".join(f"{k} {v:.0f} ms" for k, v in times.items()) + ")"
+                if times else "")
         else:
             model = core.read_model(files["onnx"])
         model.reshape({model.inputs[0].any_name: list(x.shape)})  # static shape: fastest
@@ -234,13 +245,13 @@ def _child_main(job: Dict[str, Any]) -> None:
     run per line read from stdin (:func:`child.serve`)."""
     replies = reply_channel()
     x = np.random.default_rng(0).standard_normal(job["input_shape"], dtype=np.float32)
-    once, output, precision = engine_by_name(job["engine"]).setup(job["files"], x,
-                                                                  job["threads"])
+    engine = engine_by_name(job["engine"])
+    once, output, precision = engine.setup(job["files"], x, job["threads"])
     for _ in range(job["warmup"]):
         once()
     if job.get("output"):
         np.save(job["output"], np.asarray(output(), dtype=np.float32))
-    serve(replies, json.dumps({"precision": precision}), once)
+    serve(replies, json.dumps({"precision": precision, "note": engine.note}), once)
 
 
 def _random_weights_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -293,17 +304,36 @@ def _input_shape(model) -> List[int]:
     return input_shape(model)
 
 
+def peak_chains(shapes: Sequence[Tuple[int, int, int]]) -> List[Tuple[int, int, int]]:
+    """``shapes`` without those a chain of another already covers: the chain of (M, K, N)
+    alternates K -> N and N -> K, so it holds (M, N, K) too (a channel MLP's fc1 and fc2)."""
+    chains: List[Tuple[int, int, int]] = []
+    for m, k, n in shapes:
+        if (m, k, n) not in chains and (m, n, k) not in chains:
+            chains.append((m, k, n))
+    return chains
+
+
 def _export_peak_program(directory: str, k: int, n: int, onnx: bool, bias: bool = False
                          ) -> Dict[str, str]:
-    """A Linear K -> N, bias-free or (``bias``) with a bias as the model's Linears have, as a
-    Paddle program (and ONNX, for the ONNX engines)."""
+    """:data:`PEAK_DEPTH` Linears alternating K -> N and N -> K (a channel MLP without its
+    activation, several times over), bias-free or (``bias``) with a bias as the model's Linears
+    have, as a Paddle program (and ONNX, for the ONNX engines). Several, not one: a program
+    converts its float input and output once (to bf16 and back, or between layouts), which a
+    model does once for its whole depth; a lone matmul pays it for one product, and on a
+    machine with little memory bandwidth that made the "peak" slower than the model's own
+    products (Sapphire Rapids, Mixer-B/16 batch 32: a one-Linear bf16 peak of 781 GFLOP/s
+    under a model at 1,099)."""
     import paddle
 
     from ..export_layout import program_file
     from ..inference import stdout_discarded
 
     prefix = os.path.join(directory, "linear")
-    layer = paddle.nn.Linear(k, n, bias_attr=None if bias else False)
+    sizes = [k, n] * (PEAK_DEPTH // 2 + 1)
+    layer = paddle.nn.Sequential(*[paddle.nn.Linear(sizes[i], sizes[i + 1],
+                                                    bias_attr=None if bias else False)
+                                   for i in range(PEAK_DEPTH)])
     paddle.jit.save(layer, prefix, input_spec=[paddle.static.InputSpec([None, k], "float32",
                                                                         "x")])
     files = {"model_file": os.path.join(directory, program_file(directory, "linear")),
@@ -319,7 +349,7 @@ def _export_peak_program(directory: str, k: int, n: int, onnx: bool, bias: bool 
 
 def peak_label(shape: Sequence[int], bias: bool = False) -> str:
     m, k, n = shape
-    return f"{m}x{k} @ {k}x{n}" + (" + bias" if bias else "")
+    return f"{PEAK_DEPTH} linears {k}<->{n} on {m} rows" + (" + bias" if bias else "")
 
 
 # -- soundness ----------------------------------------------------------------------------------
@@ -395,7 +425,7 @@ def run(args) -> Dict[str, Any]:
     _no_zero_parameters(model)
     gflop_per_image = 2 * classifier_macs(model) / 1e9
     peak_shapes = heaviest_linear_shapes(model, bs) + [(SQUARE, SQUARE, SQUARE)]
-    peak_shapes = list(dict.fromkeys(peak_shapes))
+    peak_shapes = peak_chains(peak_shapes)
     shape = _input_shape(model)
     need_onnx = any(e.program == "onnx" for e in engines)
     common = dict(threads=threads, warmup=args.warmup)
@@ -448,7 +478,7 @@ def run(args) -> Dict[str, Any]:
             for r in range(args.iters):
                 for name, child in children.items():
                     time.sleep(PAUSE)
-                    best[name] = min(best[name], child.time_once())
+                    best[name] = min(best[name], child.time_best(RUNS_PER_VISIT))
                 print(f"  round {r + 1}/{args.iters}: " + ", ".join(
                     f"{name} {best[name] * 1e3:.0f} ms" for name in children), flush=True)
         finally:
@@ -461,11 +491,14 @@ def run(args) -> Dict[str, Any]:
     for name, seconds in best.items():
         job = jobs[name]
         peak = "output" not in job
-        flop = 2 * float(np.prod(job["gemm"])) / 1e9 if peak else gflop_per_image * bs
-        precision = json.loads(children[name].first)["precision"]
-        rows[name] = {"precision": precision, "seconds": seconds, "peak": peak,
+        flop = (2 * PEAK_DEPTH * float(np.prod(job["gemm"])) / 1e9 if peak
+                else gflop_per_image * bs)
+        first = json.loads(children[name].first)
+        rows[name] = {"precision": first["precision"], "seconds": seconds, "peak": peak,
                       "gflops": float(flop / seconds),
                       "img_per_s": None if peak else bs / seconds}
+        if first.get("note"):
+            rows[name]["note"] = first["note"]
     reference = outputs["paddle fp32"]
     scale = max(1.0, float(np.abs(reference).max()))
     for name, out in outputs.items():
@@ -550,6 +583,9 @@ def _print_table(info, rows, peaks, skipped, warnings, fastest) -> None:
           "x paddle: img/s relative to Paddle fp32.")
     print("fastest: " + ", ".join(f"{p} {n}" + (" (fp32-exact)" if p == "fp32" else "")
                                   for p, n in fastest.items()))
+    for name, row in rows.items():
+        if row.get("note"):
+            print(f"{name}: {row['note']}")
     for name, why in skipped.items():
         print(f"not measured: {name} ({why})")
     for warning in warnings:
