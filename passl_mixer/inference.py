@@ -59,6 +59,7 @@ _PADDLE_PRECISION = {"fp32": paddle_infer.PrecisionType.Float32,
                      "fp16": paddle_infer.PrecisionType.Half,
                      "bf16": paddle_infer.PrecisionType.Bfloat16}
 GPU_MEMORY_POOL_MB = 256
+DEFAULT_BATCH_SIZE = 32  # images per forward pass of a Predictor
 TENSORRT_WORKSPACE = 1 << 30
 
 
@@ -470,15 +471,16 @@ def openvino_model_file(model_dir: str, info: Dict[str, Any], precision: str) ->
     return path
 
 
-def openvino_compiled(model_path, precision: str, threads: Optional[int] = None,
+def openvino_compiled(model, precision: str, threads: Optional[int] = None,
                       batch: Optional[int] = None):
-    """``model_path`` (a file, or an OpenVINO model in memory) compiled by OpenVINO for the
+    """``model`` (a file's path, or an OpenVINO model in memory) compiled by OpenVINO for the
     CPU. fp32 is fp32 throughout; bf16 and int8 leave OpenVINO its default inference precision
     for the non-quantized ops (bf16 on CPUs with bf16 instructions, else fp32); int8 layers run
     OpenVINO's VNNI/AMX kernels. ``batch``: compiled for that batch size only (a static shape,
     which OpenVINO runs faster: Mixer-S/16 INT8, batch 32, Sapphire Rapids: 144 vs 154 ms);
     None keeps the batch dimension dynamic."""
     ov = require_openvino()
+    is_path = isinstance(model, (str, os.PathLike))
     settings = {"INFERENCE_NUM_THREADS": int(threads or available_cores()),
                 "PERFORMANCE_HINT": "LATENCY"}  # one request at a time, every core on it
     if precision == "fp32":
@@ -491,15 +493,14 @@ def openvino_compiled(model_path, precision: str, threads: Optional[int] = None,
     try:
         core = ov.Core()
         if batch is not None:
-            model_path = core.read_model(model_path) if isinstance(
-                model_path, (str, os.PathLike)) else model_path.clone()
-            shape = model_path.inputs[0].get_partial_shape()
+            model = core.read_model(model) if is_path else model.clone()
+            shape = model.inputs[0].get_partial_shape()
             shape[0] = batch
-            model_path.reshape({model_path.inputs[0].any_name: shape})
-        return core.compile_model(model_path, "CPU", settings), precision
+            model.reshape({model.inputs[0].any_name: shape})
+        return core.compile_model(model, "CPU", settings), precision
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        what = f"'{model_path}'" if isinstance(model_path, (str, os.PathLike)) else "the model"
+        what = f"'{model}'" if is_path else "the model"
         raise CheckpointError(f"OpenVINO cannot load {what} ({type(exc).__name__}: "
                               f"{first}); export (or quantize) again.") from None
 
@@ -572,9 +573,9 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str, device: str = "cpu", precision: str = "fp32",
-                 threads: Optional[int] = None, batch_size: int = 32, tensorrt: bool = False,
-                 onednn: bool = True, gpu_id: int = 0, keep_memory: bool = False,
-                 quiet: bool = False, engine: Optional[str] = None):
+                 threads: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 tensorrt: bool = False, onednn: bool = True, gpu_id: int = 0,
+                 keep_memory: bool = False, quiet: bool = False, engine: Optional[str] = None):
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}.")
         if engine is None:  # INT8 runs on OpenVINO only; everything else defaults to Paddle

@@ -39,13 +39,12 @@ from .data.transforms import build_transforms
 from .errors import ConfigError, DataError, ShapeError
 from .export_layout import INFO_FILE
 from .fileio import write_error, write_text
-from .inference import (INT8_KEY, OpenVinoRunner, openvino_compiled, openvino_model_file,
-                        preprocess_image, read_model_dir, require_openvino)
+from .inference import (DEFAULT_BATCH_SIZE, INT8_KEY, OpenVinoRunner, openvino_compiled,
+                        openvino_model_file, preprocess_image, read_model_dir, require_openvino)
 from .logs import get_logger
 
 INT8_MODEL = "inference_int8.xml"  # OpenVINO IR; its weights go to inference_int8.bin
 DEFAULT_CALIBRATION_IMAGES = 300
-CHECK_BATCH = 32  # the Predictor's default batch_size: the check runs the model as it serves
 
 
 def require_nncf():
@@ -275,29 +274,33 @@ def quantize_onnx(onnx_path: str, calibration: np.ndarray, token_form: str = "au
     rewritten, 'auto' both calibrated and timed on a batch of the calibration images on this
     machine, the faster kept. Returns the model and what was chosen (form, and the timings
     when measured)."""
-    if token_form not in TOKEN_FORMS:
-        raise ConfigError(f"Unknown token_form '{token_form}'; accepted: "
-                          f"{', '.join(TOKEN_FORMS)}.")
+    _check_token_form(token_form)
     ov = require_openvino()
     nncf = require_nncf()
-    forms = {}
-    if token_form in ("auto", "batched"):
-        forms["batched"] = _prepared_model(onnx_path)
-    if token_form in ("auto", "linear"):
-        model = _prepared_model(onnx_path)
-        if _token_mlps_as_linear(ov, model) or token_form == "linear":
-            forms["linear"] = model  # (a model without token-mixing MLPs stays as it is)
+    prepared = _prepared_model(onnx_path)
+    forms = {"batched": prepared} if token_form != "linear" else {}
+    if token_form != "batched":
+        linear = prepared.clone() if token_form == "auto" else prepared
+        if _token_mlps_as_linear(ov, linear) or token_form == "linear":
+            forms["linear"] = linear  # (a model without token-mixing MLPs stays as it is)
     quantized = {name: _calibrated(nncf, model, calibration) for name, model in forms.items()}
     if len(quantized) == 1:
         (name, model), = quantized.items()
         return model, {"token_mixing": name}
-    times = _ms_per_batch(quantized, calibration[:32], threads)
+    batch = calibration[:DEFAULT_BATCH_SIZE]
+    times = _ms_per_batch(quantized, batch, threads)
     name = min(times, key=times.get)
     get_logger().info("token-mixing MLPs as %s (INT8, batch %d: batched %.1f ms, linear %.1f "
-                      "ms)", name, min(len(calibration), 32), times["batched"], times["linear"])
+                      "ms)", name, len(batch), times["batched"], times["linear"])
     return quantized[name], {"token_mixing": name,
                              "ms_per_batch": {k: round(v, 2) for k, v in times.items()},
-                             "timed_batch": int(min(len(calibration), 32))}
+                             "timed_batch": len(batch)}
+
+
+def _check_token_form(token_form: str) -> None:
+    if token_form not in TOKEN_FORMS:
+        raise ConfigError(f"Unknown token-mixing form '{token_form}'; accepted: "
+                          f"{', '.join(TOKEN_FORMS)}.")
 
 
 def quantize_export(model_dir: str, calib_dir: str,
@@ -308,9 +311,7 @@ def quantize_export(model_dir: str, calib_dir: str,
     ``calib_dir``, write it beside the export and record it (and its check against fp32 on
     ``check_dir``, or on the calibration images) in inference.yml; return that record.
     ``token_form``: see :func:`quantize_onnx`."""
-    if token_form not in TOKEN_FORMS:
-        raise ConfigError(f"Unknown token-mixing form '{token_form}'; accepted: "
-                          f"{', '.join(TOKEN_FORMS)}.")
+    _check_token_form(token_form)  # before reading any image
     info = read_model_dir(model_dir)
     ov = require_openvino()
     nncf = require_nncf()
@@ -328,8 +329,8 @@ def quantize_export(model_dir: str, calib_dir: str,
     bin_path = xml_path[:-len(".xml")] + ".bin"
     _save_model(ov, quantized, xml_path, bin_path)
 
-    fp32_model = OpenVinoRunner(onnx_path, "fp32", threads, CHECK_BATCH)
-    int8_model = OpenVinoRunner(xml_path, "int8", threads, CHECK_BATCH)
+    fp32_model = OpenVinoRunner(onnx_path, "fp32", threads, DEFAULT_BATCH_SIZE)
+    int8_model = OpenVinoRunner(xml_path, "int8", threads, DEFAULT_BATCH_SIZE)
     labels = folder_labels(check_files, info.get("class_names"))
     report = compare(fp32_model.run(check), int8_model.run(check), labels)
     record = {"engine": "openvino", "model_file": INT8_MODEL,
